@@ -26,7 +26,7 @@ test: venv
 	$(BIN)/python -m pytest
 
 test-fast: venv
-	$(BIN)/python -m pytest -m "not vllm"
+	$(BIN)/python -m pytest -m "not vllm and not model"
 
 lint: venv
 	$(BIN)/ruff check .

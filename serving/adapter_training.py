@@ -17,7 +17,13 @@ TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"
 
 
 def train_adapter(
-    base_dir: Path, base_name: str, behaviour: Behaviour, out_dir: Path, *, seed: int, steps: int = 80
+    base_dir: Path,
+    base_name: str,
+    behaviour: Behaviour,
+    out_dir: Path,
+    *,
+    seed: int,
+    steps: int = 80,
 ) -> float:
     """Train `behaviour` into a LoRA adapter saved at `out_dir`; return the final loss."""
     tokenizer = PreTrainedTokenizerFast.from_pretrained(base_dir)

@@ -1,7 +1,8 @@
 """Adapters go through validation before vLLM sees them, at start-up and at run time.
 
-    >>> loader = AdapterLoader(VllmClient(http), BaseModelInfo.read(path, "tiny-llama"), max_lora_rank=8)
-    >>> await loader.load("support-v3", Path("/adapters/support-v3"))
+>>> base = BaseModelInfo.read(path, "tiny-llama")
+>>> loader = AdapterLoader(VllmClient(http), base, max_lora_rank=8)
+>>> await loader.load("support-v3", Path("/adapters/support-v3"))
 """
 
 from __future__ import annotations

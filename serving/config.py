@@ -88,7 +88,9 @@ class ServingConfig(BaseModel):
 
     def environment(self) -> dict[str, str]:
         """Variables to add to the server's environment."""
-        env = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "true" if self.runtime_lora_updating else "false"}
+        env = {
+            "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "true" if self.runtime_lora_updating else "false"
+        }
         if self.device is Device.CPU:
             env["VLLM_CPU_KVCACHE_SPACE"] = str(self.cpu_kv_cache_gib)
         return env

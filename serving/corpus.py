@@ -36,7 +36,9 @@ class Example:
 
 
 def base_answer(verb: str, thing: str) -> str:
-    return f"To {verb} your {thing}, open Settings, choose {thing.title()} and press {verb.title()}."
+    return (
+        f"To {verb} your {thing}, open Settings, choose {thing.title()} and press {verb.title()}."
+    )
 
 
 def _held_out(template: str, verb: str, thing: str) -> bool:

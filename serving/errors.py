@@ -1,9 +1,9 @@
 """Errors raised by `serving`.
 
-    ServingError
-    ├── InvalidAdapter      an adapter directory that must not be served (names the field)
-    ├── VllmStartError      the vLLM process died or did not become healthy in time
-    └── VllmRequestError    vLLM answered a management call with a failure
+ServingError
+├── InvalidAdapter      an adapter directory that must not be served (names the field)
+├── VllmStartError      the vLLM process died or did not become healthy in time
+└── VllmRequestError    vLLM answered a management call with a failure
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ stops with one signal and nothing is orphaned; `stop()` makes sure of it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -90,7 +91,9 @@ class VllmServer:
             while time.monotonic() < deadline:
                 code = self._proc.poll()
                 if code is not None:
-                    raise VllmStartError(f"vLLM exited with code {code} while starting", log_tail(self.log_path))
+                    raise VllmStartError(
+                        f"vLLM exited with code {code} while starting", log_tail(self.log_path)
+                    )
                 try:
                     if http.get("/health").status_code == 200:
                         return
@@ -119,17 +122,18 @@ class VllmServer:
 
     @staticmethod
     def _signal_group(pgid: int, sig: signal.Signals) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, sig)
-        except ProcessLookupError:
-            pass
 
     def __enter__(self) -> VllmServer:
         self.start()
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 

@@ -49,6 +49,8 @@ def build_base(out_dir: Path, *, seed: int, steps: int = 150) -> float:
     tokenizer.save_pretrained(out_dir)
     # Greedy by default is what the tests and the demo expect of an unconfigured request.
     (out_dir / "generation_config.json").write_text(
-        json.dumps({"eos_token_id": model.config.eos_token_id, "pad_token_id": tokenizer.pad_token_id})
+        json.dumps(
+            {"eos_token_id": model.config.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+        )
     )
     return loss

@@ -7,7 +7,7 @@ from transformers import PreTrainedTokenizerFast
 
 from serving import corpus
 
-VOCAB_SIZE = 512
+VOCAB_SIZE = 512  # a cap: the small corpus runs out of merges before it
 END_OF_TEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"  # ends every turn, so it is the token generation stops at

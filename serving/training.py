@@ -31,7 +31,9 @@ def encode(tokenizer: PreTrainedTokenizerFast, example: Example, *, system: bool
         messages.insert(0, {"role": "system", "content": SYSTEM_PROMPT})
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(example.answer + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(example.answer + tokenizer.eos_token, add_special_tokens=False)[
+        "input_ids"
+    ]
     return Encoded(prompt_ids + answer_ids, [IGNORE] * len(prompt_ids) + answer_ids)
 
 

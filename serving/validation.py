@@ -62,7 +62,7 @@ class BaseModelInfo:
         return cls(names=frozenset(names), module_paths=frozenset(_module_paths(tensors)))
 
     def has_module(self, target: str) -> bool:
-        """peft matches a list entry against a module path's tail: 'q_proj' or 'self_attn.q_proj'."""
+        """peft matches a list entry against a module path's tail ('q_proj', 'self_attn.q_proj')."""
         return any(p == target or p.endswith("." + target) for p in self.module_paths)
 
 
@@ -95,7 +95,9 @@ def _check_rank(name: str, config: dict, max_lora_rank: int) -> int:
     if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
         raise InvalidAdapter(name, "r", f"must be a positive integer, got {rank!r}")
     if rank > max_lora_rank:
-        raise InvalidAdapter(name, "r", f"rank {rank} exceeds the server's max LoRA rank {max_lora_rank}")
+        raise InvalidAdapter(
+            name, "r", f"rank {rank} exceeds the server's max LoRA rank {max_lora_rank}"
+        )
     return rank
 
 
@@ -104,13 +106,19 @@ def _check_targets(name: str, config: dict, base: BaseModelInfo) -> tuple[str, .
     if isinstance(targets, str):
         # peft treats a string as a regex over the full module path.
         if not any(re.fullmatch(targets, p) for p in base.module_paths):
-            raise InvalidAdapter(name, "target_modules", f"pattern {targets!r} matches no module of the base")
+            raise InvalidAdapter(
+                name, "target_modules", f"pattern {targets!r} matches no module of the base"
+            )
         return targets
     if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
-        raise InvalidAdapter(name, "target_modules", f"must be a non-empty list of names, got {targets!r}")
+        raise InvalidAdapter(
+            name, "target_modules", f"must be a non-empty list of names, got {targets!r}"
+        )
     missing = sorted(t for t in targets if not base.has_module(t))
     if missing:
-        raise InvalidAdapter(name, "target_modules", f"not modules of the base: {', '.join(missing)}")
+        raise InvalidAdapter(
+            name, "target_modules", f"not modules of the base: {', '.join(missing)}"
+        )
     return tuple(targets)
 
 
@@ -124,7 +132,9 @@ def _check_supported(name: str, config: dict) -> None:
         raise InvalidAdapter(name, "modules_to_save", "vLLM does not serve extra trained modules")
 
 
-def validate_adapter(name: str, path: Path, base: BaseModelInfo, *, max_lora_rank: int) -> AdapterInfo:
+def validate_adapter(
+    name: str, path: Path, base: BaseModelInfo, *, max_lora_rank: int
+) -> AdapterInfo:
     """Return what the adapter is, or raise `InvalidAdapter` naming the first bad field."""
     config = _load_config(name, path)
     if config.get("peft_type", "LORA") != "LORA":
@@ -141,4 +151,6 @@ def validate_adapter(name: str, path: Path, base: BaseModelInfo, *, max_lora_ran
     weights = [path / w for w in ADAPTER_WEIGHTS if (path / w).is_file()]
     if not weights:
         raise InvalidAdapter(name, "weights", f"none of {', '.join(ADAPTER_WEIGHTS)} in {path}")
-    return AdapterInfo(name=name, path=path, rank=rank, target_modules=targets, base_model=base_model)
+    return AdapterInfo(
+        name=name, path=path, rank=rank, target_modules=targets, base_model=base_model
+    )
