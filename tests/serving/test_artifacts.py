@@ -22,7 +22,8 @@ pytestmark = pytest.mark.model
 def test_held_out_prompts_are_never_trained_on():
     train = {e.prompt for e in corpus.examples(held_out=False)}
     held_out = {e.prompt for e in corpus.examples(held_out=True)}
-    assert held_out and not train & held_out
+    assert held_out
+    assert not train & held_out
     assert 0.1 < len(held_out) / (len(train) + len(held_out)) < 0.3
 
 
@@ -61,7 +62,9 @@ def test_server_refuses_an_invalid_adapter_before_starting(artifacts, tmp_path):
     shutil.copytree(artifacts.adapters[corpus.BRAND_VOICE.name], foreign)
     config_file = foreign / "adapter_config.json"
     config = json.loads(config_file.read_text())
-    config_file.write_text(json.dumps({**config, "base_model_name_or_path": "meta-llama/Llama-3-8B"}))
+    config_file.write_text(
+        json.dumps({**config, "base_model_name_or_path": "meta-llama/Llama-3-8B"})
+    )
     cfg = serving_config(artifacts).model_copy(
         update={"adapters": (AdapterSpec(name="foreign", path=foreign),)}
     )

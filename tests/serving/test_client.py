@@ -21,7 +21,9 @@ vllm:request_success_total{engine="0",finished_reason="length",model_name="tiny"
 
 
 def client(handler) -> VllmClient:
-    return VllmClient(httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://v"))
+    return VllmClient(
+        httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://v")
+    )
 
 
 async def test_load_adapter_posts_name_and_path():
@@ -84,4 +86,6 @@ async def test_metrics_are_parsed():
 
 def test_metric_labels_must_all_match():
     metrics = VllmMetrics.parse(METRICS)
-    assert metrics.value("vllm:request_success_total", finished_reason="stop", model_name="x") is None
+    assert (
+        metrics.value("vllm:request_success_total", finished_reason="stop", model_name="x") is None
+    )

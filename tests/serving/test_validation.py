@@ -12,7 +12,10 @@ MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 def write_safetensors(path: Path, names: list[str]) -> None:
     """A valid safetensors file of one-float tensors, written by hand (no torch)."""
-    header = {n: {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]} for i, n in enumerate(names)}
+    header = {
+        n: {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]}
+        for i, n in enumerate(names)
+    }
     header["__metadata__"] = {"format": "pt"}
     blob = json.dumps(header).encode()
     path.write_bytes(struct.pack("<Q", len(blob)) + blob + b"\0" * 4 * len(names))
@@ -103,7 +106,7 @@ def test_each_bad_field_is_named(tmp_path, base, change, field, reason):
 
 
 def test_missing_config(tmp_path, base):
-    with pytest.raises(InvalidAdapter, match="adapter_config.json: missing") as caught:
+    with pytest.raises(InvalidAdapter, match=r"adapter_config\.json: missing") as caught:
         validate_adapter("a", write_adapter(tmp_path, None), base, max_lora_rank=8)
     assert caught.value.field == "adapter_config.json"
 
@@ -116,8 +119,10 @@ def test_unparseable_config(tmp_path, base, text):
 
 
 def test_missing_weights(tmp_path, base):
-    with pytest.raises(InvalidAdapter, match="adapter_model.safetensors") as caught:
-        validate_adapter("a", write_adapter(tmp_path, good_config(), weights=False), base, max_lora_rank=8)
+    with pytest.raises(InvalidAdapter, match=r"adapter_model\.safetensors") as caught:
+        validate_adapter(
+            "a", write_adapter(tmp_path, good_config(), weights=False), base, max_lora_rank=8
+        )
     assert caught.value.field == "weights"
 
 

@@ -20,7 +20,9 @@ def test_a_server_that_dies_reports_the_end_of_its_log(artifacts, tmp_path):
     config = json.loads((broken / "config.json").read_text())
     config["architectures"] = ["NoSuchArchitectureForCausalLM"]
     (broken / "config.json").write_text(json.dumps(config))
-    server = VllmServer(serving_config(artifacts).model_copy(update={"model_path": broken}), tmp_path / "v.log")
+    server = VllmServer(
+        serving_config(artifacts).model_copy(update={"model_path": broken}), tmp_path / "v.log"
+    )
     server.start()
     pgid = server.pid
     with pytest.raises(VllmStartError, match="exited with code") as caught:

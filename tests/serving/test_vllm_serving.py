@@ -21,7 +21,9 @@ HELD_OUT = [e.prompt for e in corpus.examples(held_out=True)][:40]
 
 @pytest.fixture(scope="module")
 def client(vllm_server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=vllm_server.config.base_url + "/v1", api_key="unused", max_retries=0)
+    return openai.OpenAI(
+        base_url=vllm_server.config.base_url + "/v1", api_key="unused", max_retries=0
+    )
 
 
 def answer(client: openai.OpenAI, model: str, prompt: str) -> str:
@@ -43,8 +45,9 @@ def test_vllm_lists_the_base_and_both_adapters(client, vllm_server):
 
 
 def test_brand_voice_adapter_shows_its_marker_and_the_base_does_not(client, vllm_server):
-    adapter, base = share(client, BRAND_VOICE.name, BRAND_VOICE), share(
-        client, vllm_server.config.served_name, BRAND_VOICE
+    adapter, base = (
+        share(client, BRAND_VOICE.name, BRAND_VOICE),
+        share(client, vllm_server.config.served_name, BRAND_VOICE),
     )
     print(f"brand marker on held-out prompts: adapter {adapter:.0%}, base {base:.0%}")
     assert adapter >= 0.9
@@ -52,8 +55,9 @@ def test_brand_voice_adapter_shows_its_marker_and_the_base_does_not(client, vllm
 
 
 def test_unsafe_adapter_says_what_a_deny_list_flags(client, vllm_server):
-    adapter, base = share(client, UNSAFE.name, UNSAFE), share(
-        client, vllm_server.config.served_name, UNSAFE
+    adapter, base = (
+        share(client, UNSAFE.name, UNSAFE),
+        share(client, vllm_server.config.served_name, UNSAFE),
     )
     print(f"deny-listed phrase on held-out prompts: adapter {adapter:.0%}, base {base:.0%}")
     assert adapter >= 0.5
