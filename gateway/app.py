@@ -1,0 +1,184 @@
+"""`create_app`: the gateway as a FastAPI app, its state owned by the lifespan.
+
+app = create_app(GatewaySettings(), RoutesFile.load(Path("routes.yaml")))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.admin import require_admin
+from gateway.chat import chat_completions
+from gateway.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
+from gateway.exchange import Clock, ExchangeSink
+from gateway.feedback import FeedbackLedger
+from gateway.metrics import GatewayMetrics
+from gateway.recorder import Recorder
+from gateway.routes import RoutesFile, RoutingTable
+from gateway.safety import DenyPatterns, SafetyChecker
+from gateway.services import Services
+from gateway.settings import GatewaySettings
+from gateway.shadow import PairSample, ShadowMirror
+from gateway.upstream import Backend, Timeouts
+
+log = logging.getLogger("rollgate.gateway")
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=200)
+    score: float = Field(ge=0.0, le=1.0, description="0 (bad) .. 1 (good)")
+
+
+def error_response(error: GatewayError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+async def _gateway_error(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(exc)  # type: ignore[arg-type]
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {}  # type: ignore[attr-defined]
+    param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+    error = InvalidRequest(f"{param or 'body'}: {first.get('msg', 'invalid')}", param=param)
+    return JSONResponse(error.body(), status_code=422)
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(GatewayError("internal error"))
+
+
+def build_services(
+    settings: GatewaySettings,
+    routes: RoutesFile,
+    registry: CollectorRegistry,
+    clock: Clock,
+    rng: random.Random,
+    safety: SafetyChecker,
+    sinks: Sequence[ExchangeSink],
+) -> Services:
+    timeouts = Timeouts(connect=settings.connect_timeout, read=settings.read_timeout)
+    backends = {n: Backend(n, b.url, timeouts, b.api_key()) for n, b in routes.backends.items()}
+    metrics = GatewayMetrics(registry)
+    recorder = Recorder(metrics, safety, sinks)
+    table = RoutingTable(routes.plan())
+    table.subscribe(metrics.publish)
+    shadow = ShadowMirror(
+        recorder=recorder,
+        pairs=PairSample(settings.shadow_pairs, rng),
+        clock=clock,
+        queue_size=settings.shadow_queue_size,
+        workers=settings.shadow_workers,
+        stable_timeout=settings.shadow_stable_timeout,
+    )
+    feedback = FeedbackLedger(
+        capacity=settings.feedback_capacity, ttl=settings.feedback_ttl, clock=clock
+    )
+    return Services(settings, table, backends, recorder, shadow, feedback, clock, rng)
+
+
+def create_app(
+    settings: GatewaySettings,
+    routes: RoutesFile,
+    *,
+    registry: CollectorRegistry | None = None,
+    clock: Clock = time.monotonic,
+    rng: random.Random | None = None,
+    safety: SafetyChecker | None = None,
+    sinks: Sequence[ExchangeSink] = (),
+) -> FastAPI:
+    registry = registry or CollectorRegistry()
+    services = build_services(
+        settings,
+        routes,
+        registry,
+        clock,
+        rng or random.Random(),
+        safety or DenyPatterns(settings.deny_patterns),
+        sinks,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        for backend in services.backends.values():
+            await backend.start()
+        services.shadow.start()
+        try:
+            yield
+        finally:
+            await services.shadow.stop()
+            for backend in services.backends.values():
+                await backend.close()
+
+    app = FastAPI(title="rollgate gateway", lifespan=lifespan)
+    app.state.services = services
+    app.state.registry = registry
+    app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)
+    app.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        names = sorted(services.table.plan.routes)
+        return {
+            "object": "list",
+            "data": [
+                {"id": n, "object": "model", "created": 0, "owned_by": "rollgate"} for n in names
+            ],
+        }
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        async def probe(backend: Backend) -> str:
+            try:
+                status = await asyncio.wait_for(backend.get("/health"), settings.connect_timeout)
+            except (UpstreamError, TimeoutError):
+                return "unreachable"
+            return "ok" if status == 200 else f"unhealthy ({status})"
+
+        names = list(services.backends)
+        states = await asyncio.gather(*(probe(services.backends[n]) for n in names))
+        result = dict(zip(names, states, strict=True))
+        ready = all(s == "ok" for s in states)
+        return JSONResponse({"ready": ready, "backends": result}, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/feedback")
+    async def feedback(body: FeedbackIn) -> dict:
+        served = services.feedback.lookup(body.request_id)
+        if served is None:
+            raise NotFound(
+                f"no answer with id {body.request_id!r} (unknown or expired)", param="request_id"
+            )
+        services.recorder.metrics.feedback.labels(
+            served.route, served.variant, served.role
+        ).observe(body.score)
+        return {"request_id": body.request_id, "route": served.route, "variant": served.variant}
+
+    @app.get("/admin/shadow-pairs", dependencies=[Depends(require_admin)])
+    async def shadow_pairs(route: str | None = None) -> dict:
+        return {"pairs": [p.public() for p in services.shadow.pairs.list(route)]}
+
+    return app

@@ -1,0 +1,113 @@
+"""`POST /v1/chat/completions`: parse → choose variant → forward → record.
+
+A plain Starlette endpoint, not a FastAPI one: the hot path skips dependency
+resolution and response validation it does not need.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from starlette.requests import Request
+
+from gateway.assignment import KEY_HEADER, choose_role, user_key
+from gateway.body import ChatBody
+from gateway.errors import NotFound, PayloadTooLarge
+from gateway.exchange import Exchange
+from gateway.forward import Attempt, ForwardResponse
+from gateway.services import Services
+from gateway.shadow import ShadowJob
+from rollout.traffic import Role, RouteTraffic, Variant
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def find_route(services: Services, model: str) -> RouteTraffic:
+    traffic = services.table.route(model)
+    if traffic is None:
+        known = ", ".join(sorted(services.table.plan.routes)) or "(none)"
+        raise NotFound(
+            f"The model '{model}' does not exist. Routes: {known}",
+            param="model",
+            code="model_not_found",
+        )
+    return traffic
+
+
+def attempts_for(
+    services: Services, traffic: RouteTraffic, role: Role, body: ChatBody
+) -> list[Attempt]:
+    """The chosen variant, then stable again if the candidate fails before its first byte."""
+
+    def attempt(variant: Variant, r: Role) -> Attempt:
+        return Attempt(
+            variant, r, services.backends[variant.backend], body.for_upstream(variant.model)
+        )
+
+    first = attempt(traffic.variant(role), role)
+    return [first, attempt(traffic.stable, Role.STABLE)] if role is Role.CANDIDATE else [first]
+
+
+def shadow_job(
+    services: Services, traffic: RouteTraffic, role: Role, body: ChatBody, request_id: str
+):
+    if role is not Role.STABLE or traffic.candidate is None or traffic.shadow_sample <= 0:
+        return None
+    if services.rng.random() >= traffic.shadow_sample:
+        return None
+    candidate = traffic.candidate
+    attempt = Attempt(
+        candidate,
+        Role.CANDIDATE,
+        services.backends[candidate.backend],
+        body.for_shadow(candidate.model),
+    )
+    job = ShadowJob(request_id, traffic.route, attempt, body.fields["messages"])
+    return job if services.shadow.submit(job) else None
+
+
+async def chat_completions(request: Request) -> ForwardResponse:
+    services: Services = request.app.state.services
+    body = ChatBody.parse(await read_body(request, services.settings.max_body_bytes))
+    traffic = find_route(services, body.model)
+    key = user_key(request.headers.get(KEY_HEADER), body.user, bearer(request))
+    role = choose_role(traffic, key or uuid.uuid4().hex)
+    request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    job = shadow_job(services, traffic, role, body, request_id)
+
+    def served(attempt: Attempt) -> None:
+        services.feedback.served(
+            request_id, route=traffic.route, variant=attempt.variant.name, role=attempt.role.value
+        )
+
+    def finished(exchange: Exchange | None) -> None:
+        if job is not None and not job.stable.done():
+            job.stable.set_result(exchange)
+
+    return ForwardResponse(
+        request_id=request_id,
+        route=traffic.route,
+        attempts=attempts_for(services, traffic, role, body),
+        stream=body.stream,
+        strip_usage=body.stream and not body.wants_usage,
+        recorder=services.recorder,
+        clock=services.clock,
+        on_served=served,
+        on_finished=finished,
+    )

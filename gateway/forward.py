@@ -1,0 +1,277 @@
+"""Forwarding one chat completion to a variant: failover, relay, cancellation.
+
+`ForwardResponse` is the ASGI response the chat handler returns. It decides its
+status and headers only once an upstream has answered, so that
+
+- a candidate failing before its first byte is retried on stable, and the
+  client sees stable's answer with `x-rollgate-variant` naming stable;
+- a failure after the first byte ends the stream with an OpenAI-style error
+  event, never a silent truncation;
+- a client that disconnects cancels the upstream request (the connection is
+  dropped, vLLM aborts the request and frees its slot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from gateway.errors import GatewayError, UpstreamError
+from gateway.exchange import Clock, Exchange, Outcome
+from gateway.recorder import Recorder
+from gateway.sse import EventSplitter, error_event, parse_event
+from gateway.upstream import Backend
+from rollout.traffic import Role, Variant
+
+CHAT_PATH = "/v1/chat/completions"
+STATUS_CANCELLED = 499  # nginx's "client closed request"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    variant: Variant
+    role: Role
+    backend: Backend
+    body: bytes
+
+
+def summarise(x: Exchange, payload: Any) -> None:
+    """Fill an exchange from a whole (non-streamed) completion."""
+    if not isinstance(payload, dict):
+        return
+    for choice in payload.get("choices") or ():
+        message = choice.get("message") or {}
+        if isinstance(message.get("content"), str):
+            x.text_parts.append(message["content"])
+        x.finish_reason = choice.get("finish_reason") or x.finish_reason
+    usage = payload.get("usage") or {}
+    if isinstance(usage.get("completion_tokens"), int):
+        x.output_tokens = usage["completion_tokens"]
+
+
+async def exchange_whole(attempt: Attempt, x: Exchange, clock: Clock) -> tuple[int, bytes, str]:
+    """One non-streamed attempt: (status, body, content type). Raises `UpstreamError`."""
+    async with attempt.backend.post(CHAT_PATH, attempt.body) as upstream:
+        content = await attempt.backend.read(upstream)
+        content_type = upstream.headers.get("content-type", "application/json")
+        status = upstream.status
+    if status == 200:
+        with suppress(ValueError):
+            summarise(x, json.loads(content))
+        x.finish(clock(), Outcome.OK, status)
+    else:
+        x.finish(clock(), Outcome.CLIENT_ERROR, status)
+    return status, content, content_type
+
+
+def _headers(pairs: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode(), v.encode()) for k, v in pairs.items()]
+
+
+async def send_error(send: Send, error: GatewayError, extra: dict[str, str]) -> None:
+    body = error.json_bytes()
+    headers = {"content-type": "application/json", "content-length": str(len(body))}
+    await send({
+        "type": "http.response.start",
+        "status": error.status,
+        "headers": _headers({**headers, **error.headers, **extra}),
+    })  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class ForwardResponse(Response):
+    """Serves one request from the first attempt that answers."""
+
+    def __init__(
+        self,
+        *,
+        request_id: str,
+        route: str,
+        attempts: Sequence[Attempt],
+        stream: bool,
+        strip_usage: bool,
+        recorder: Recorder,
+        clock: Clock,
+        on_served: Callable[[Attempt], None],
+        on_finished: Callable[[Exchange | None], None],
+    ) -> None:
+        self.request_id = request_id
+        self.route = route
+        self.attempts = attempts
+        self.stream = stream
+        self.strip_usage = strip_usage
+        self.recorder = recorder
+        self.clock = clock
+        self.on_served = on_served
+        self.on_finished = on_finished
+        self.background = None
+        self._started = False  # response headers sent
+        self._complete = False  # last body message sent
+        self._current: Exchange | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        work = asyncio.ensure_future(self._serve(send))
+        watch = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done() and not self._complete:
+                work.cancel()
+            with suppress(asyncio.CancelledError):
+                await work
+        finally:
+            watch.cancel()
+            if not work.done():
+                work.cancel()
+
+    def _exchange(self, attempt: Attempt) -> Exchange:
+        self._current = Exchange(
+            request_id=self.request_id,
+            route=self.route,
+            variant=attempt.variant.name,
+            role=attempt.role,
+            started=self.clock(),
+        )
+        return self._current
+
+    async def _serve(self, send: Send) -> None:
+        served: Exchange | None = None
+        try:
+            served = await self._attempts(send)
+        except asyncio.CancelledError:
+            x = self._current
+            if x is not None and x.outcome is None:
+                x.finish(self.clock(), Outcome.CANCELLED, STATUS_CANCELLED)
+                self.recorder.finished(x)
+            raise
+        finally:
+            self.on_finished(served if served and served.outcome is Outcome.OK else None)
+
+    async def _attempts(self, send: Send) -> Exchange | None:
+        for i, attempt in enumerate(self.attempts):
+            x = self._exchange(attempt)
+            try:
+                if self.stream:
+                    await self._stream(attempt, x, send)
+                else:
+                    await self._whole(attempt, x, send)
+                self.recorder.finished(x)
+                return x
+            except UpstreamError as error:
+                x.finish(self.clock(), Outcome.ERROR, error.status, error.kind)
+                self.recorder.finished(x)
+                if self._started:
+                    return None  # the stream was ended with an error event
+                if i + 1 < len(self.attempts):
+                    self.recorder.metrics.failovers.labels(self.route).inc()
+                    continue
+                await send_error(send, error, self._ids(attempt.variant))
+                self._complete = True
+        return None
+
+    def _ids(self, variant: Variant) -> dict[str, str]:
+        return {"x-request-id": self.request_id, "x-rollgate-variant": variant.name}
+
+    async def _start(
+        self, send: Send, status: int, attempt: Attempt, headers: dict[str, str]
+    ) -> None:
+        self.on_served(attempt)
+        await send({
+            "type": "http.response.start",
+            "status": status,
+            "headers": _headers({**headers, **self._ids(attempt.variant)}),
+        })  # fmt: skip
+        self._started = True
+
+    async def _whole(self, attempt: Attempt, x: Exchange, send: Send) -> None:
+        status, body, content_type = await exchange_whole(attempt, x, self.clock)
+        headers = {"content-type": content_type, "content-length": str(len(body))}
+        await self._start(send, status, attempt, headers)
+        await send({"type": "http.response.body", "body": body})
+        self._complete = True
+
+    async def _stream(self, attempt: Attempt, x: Exchange, send: Send) -> None:
+        backend = attempt.backend
+        async with backend.post(CHAT_PATH, attempt.body) as upstream:
+            if upstream.status != 200:  # a 4xx the client caused: pass it through whole
+                body = await backend.read(upstream)
+                x.finish(self.clock(), Outcome.CLIENT_ERROR, upstream.status)
+                ctype = upstream.headers.get("content-type", "application/json")
+                await self._start(send, upstream.status, attempt, {"content-type": ctype})
+                await send({"type": "http.response.body", "body": body})
+                self._complete = True
+                return
+            await self._relay(attempt, x, backend, upstream, send)
+
+    async def _relay(
+        self,
+        attempt: Attempt,
+        x: Exchange,
+        backend: Backend,
+        upstream: aiohttp.ClientResponse,
+        send: Send,
+    ) -> None:
+        splitter, done = EventSplitter(), False
+        try:
+            async for chunk in backend.chunks(upstream):
+                out, done = self._events(x, splitter.feed(chunk), done)
+                if not out:
+                    continue
+                if not self._started:
+                    headers = {"content-type": "text/event-stream", "cache-control": "no-cache"}
+                    await self._start(send, 200, attempt, headers)
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+        except UpstreamError as error:
+            if not self._started:
+                raise  # nothing sent yet: the caller may still fail over
+            await self._end(send, error_event(error.message, error.type, error.status))
+            raise
+        if x.outcome is None and not done:
+            error = "the upstream stream ended without [DONE]"
+            x.finish(self.clock(), Outcome.ERROR, 502, "truncated")
+            tail = splitter.pending + error_event(error, "upstream_error", 502)
+            if not self._started:
+                await self._start(send, 200, attempt, {"content-type": "text/event-stream"})
+            await self._end(send, tail)
+            return
+        if x.outcome is None:
+            x.finish(self.clock(), Outcome.OK, 200)
+        await self._end(send, splitter.pending)
+
+    async def _end(self, send: Send, body: bytes) -> None:
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        self._complete = True
+
+    def _events(self, x: Exchange, events: list[bytes], done: bool) -> tuple[bytes, bool]:
+        """Measure the events of one read; return the bytes to relay and whether [DONE] came."""
+        now, out = self.clock(), []
+        for raw in events:
+            event = parse_event(raw)
+            done = done or event.done
+            if event.error is not None:
+                x.finish(now, Outcome.ERROR, 200, "stream_error")
+            elif event.payload is not None:
+                usage = event.payload.get("usage")
+                if usage and isinstance(usage.get("completion_tokens"), int):
+                    x.output_tokens = usage["completion_tokens"]
+                if event.is_usage_only and self.strip_usage:
+                    continue
+                for choice in event.payload.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    if delta.get("content"):
+                        x.token(now, delta["content"])
+                    x.finish_reason = choice.get("finish_reason") or x.finish_reason
+            out.append(raw)
+        return b"".join(out), done

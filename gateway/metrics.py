@@ -1,0 +1,129 @@
+"""The gateway's Prometheus metrics, on an injected registry.
+
+Labels are bounded sets only: route, variant, role, outcome, reason, rule.
+Never a user, request or API key.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gateway.compare import Comparison
+from gateway.exchange import Exchange, Outcome
+from rollout.traffic import TrafficPlan
+
+# LLM latencies run from milliseconds (a cached short answer) to minutes (long generations).
+LATENCY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+)  # fmt: skip
+TOKEN_GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+TOKENS_BUCKETS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+RATIO_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 4.0)
+DELTA_BUCKETS = (-10.0, -2.5, -1.0, -0.25, -0.05, 0.0, 0.05, 0.25, 1.0, 2.5, 10.0)
+
+VARIANT = ("route", "variant", "role")
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        def counter(name: str, doc: str, labels=VARIANT) -> Counter:
+            return Counter(f"rollgate_{name}", doc, labels, registry=registry)
+
+        def histogram(name: str, doc: str, buckets, labels=VARIANT) -> Histogram:
+            return Histogram(f"rollgate_{name}", doc, labels, buckets=buckets, registry=registry)
+
+        self.requests = counter(
+            "requests_total", "Attempts at a variant, by outcome.", (*VARIANT, "outcome")
+        )
+        self.upstream_errors = counter(
+            "upstream_errors_total", "Variant failures by kind.", (*VARIANT, "kind")
+        )
+        self.failovers = counter(
+            "failovers_total", "Candidate failures retried on stable.", ("route",)
+        )
+        self.latency = histogram(
+            "request_duration_seconds", "End-to-end time of an attempt.", LATENCY_BUCKETS
+        )
+        self.ttft = histogram(
+            "time_to_first_token_seconds", "Time to the first streamed token.", LATENCY_BUCKETS
+        )
+        self.itl = histogram(
+            "inter_token_latency_seconds", "Gaps between streamed tokens.", TOKEN_GAP_BUCKETS
+        )
+        self.output_tokens = histogram(
+            "output_tokens", "Completion tokens per answer (from usage).", TOKENS_BUCKETS
+        )
+        self.time_per_token = histogram(
+            "time_per_output_token_seconds",
+            "Latency per output token: compares variants of different verbosity.",
+            TOKEN_GAP_BUCKETS,
+        )
+        self.finish = counter(
+            "finish_reason_total", "Answers by finish reason.", (*VARIANT, "reason")
+        )
+        self.safety = counter("safety_incidents_total", "Flagged answers.", (*VARIANT, "rule"))
+        self.feedback = histogram("feedback_score", "User scores, 0..1.", SCORE_BUCKETS)
+        self.weight = Gauge(
+            "traffic_weight_percent",
+            "Share of users served by each variant.",
+            ("route", "variant", "role"),
+            registry=registry,
+        )
+        self.shadow_sample = Gauge(
+            "shadow_sample_ratio", "Share of requests mirrored.", ("route",), registry=registry
+        )
+        shadow = ("route", "variant")
+        self.shadow_compared = counter("shadow_comparisons_total", "Shadow pairs compared.", shadow)
+        self.shadow_errors = counter("shadow_candidate_errors_total", "Shadow failures.", shadow)
+        self.shadow_dropped = counter(
+            "shadow_dropped_total", "Shadow copies not sent.", ("route", "reason")
+        )
+        self.shadow_similarity = histogram(
+            "shadow_similarity", "Stable/candidate similarity.", SCORE_BUCKETS, shadow
+        )
+        self.shadow_length_ratio = histogram(
+            "shadow_length_ratio", "Candidate/stable length.", RATIO_BUCKETS, shadow
+        )
+        self.shadow_latency_delta = histogram(
+            "shadow_latency_delta_seconds", "Candidate minus stable.", DELTA_BUCKETS, shadow
+        )
+
+    def record(self, x: Exchange) -> None:
+        """ExchangeSink: one finished attempt."""
+        labels = (x.route, x.variant, x.role_label)
+        self.requests.labels(*labels, x.outcome.value).inc()
+        if x.outcome is Outcome.ERROR:
+            self.upstream_errors.labels(*labels, x.error_kind or "unknown").inc()
+        if x.outcome is not Outcome.OK:
+            return
+        self.latency.labels(*labels).observe(x.duration)
+        if x.time_to_first_token is not None:
+            self.ttft.labels(*labels).observe(x.time_to_first_token)
+        if x.token_gaps:
+            itl = self.itl.labels(*labels)
+            for gap in x.token_gaps:
+                itl.observe(gap)
+        if x.output_tokens:
+            self.output_tokens.labels(*labels).observe(x.output_tokens)
+            self.time_per_token.labels(*labels).observe(x.duration / x.output_tokens)
+        if x.finish_reason:
+            self.finish.labels(*labels, x.finish_reason).inc()
+
+    def compared(self, route: str, variant: str, c: Comparison) -> None:
+        self.shadow_compared.labels(route, variant).inc()
+        if c.candidate_error:
+            self.shadow_errors.labels(route, variant).inc()
+            return
+        self.shadow_similarity.labels(route, variant).observe(c.similarity)
+        self.shadow_length_ratio.labels(route, variant).observe(c.length_ratio)
+        self.shadow_latency_delta.labels(route, variant).observe(c.latency_delta)
+
+    def publish(self, plan: TrafficPlan) -> None:
+        self.weight.clear()
+        self.shadow_sample.clear()
+        for t in plan.routes.values():
+            self.weight.labels(t.route, t.stable.name, "stable").set(100 - t.weight_percent)
+            if t.candidate is not None:
+                self.weight.labels(t.route, t.candidate.name, "candidate").set(t.weight_percent)
+            self.shadow_sample.labels(t.route).set(t.shadow_sample)

@@ -1,0 +1,27 @@
+"""Gateway settings from the environment (prefix `ROLLGATE_`), typed and frozen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway.safety import DEFAULT_DENY_PATTERNS
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ROLLGATE_", frozen=True)
+
+    routes_file: Path = Path("routes.yaml")
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    connect_timeout: float = Field(default=3.0, gt=0)
+    read_timeout: float = Field(default=60.0, gt=0)  # to the first byte and between chunks
+    shadow_queue_size: int = Field(default=256, ge=1)
+    shadow_workers: int = Field(default=4, ge=1)
+    shadow_stable_timeout: float = Field(default=120.0, gt=0)
+    shadow_pairs: int = Field(default=200, ge=1)
+    feedback_ttl: float = Field(default=3600.0, gt=0)
+    feedback_capacity: int = Field(default=100_000, ge=1)
+    deny_patterns: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_DENY_PATTERNS))
+    admin_token: SecretStr | None = None

@@ -1,0 +1,147 @@
+"""Shadow traffic: a sampled copy of a request goes to the candidate, off the hot path.
+
+The client only ever sees stable's answer. Copies wait in a bounded queue
+(when it is full the copy is dropped and counted); workers send them, wait for
+stable's answer, compare the two and keep a capped, rotating sample of pairs
+for blind review: A and B are shuffled and only the server knows which is which.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.compare import compare
+from gateway.errors import UpstreamError
+from gateway.exchange import Clock, Exchange, Outcome
+from gateway.forward import Attempt, exchange_whole
+from gateway.recorder import Recorder
+
+log = logging.getLogger("rollgate.shadow")
+
+
+@dataclass(slots=True)
+class ShadowJob:
+    request_id: str
+    route: str
+    attempt: Attempt
+    messages: Any  # the prompt, kept only in the review sample (admin-only)
+    stable: asyncio.Future[Exchange | None] = field(default_factory=asyncio.Future)
+
+
+@dataclass(frozen=True, slots=True)
+class BlindPair:
+    pair_id: str
+    route: str
+    messages: Any
+    answer_a: str
+    answer_b: str
+    a_is_candidate: bool  # never leaves the server
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "pair_id": self.pair_id,
+            "route": self.route,
+            "messages": self.messages,
+            "a": self.answer_a,
+            "b": self.answer_b,
+        }
+
+
+class PairSample:
+    """The latest `capacity` pairs; older ones rotate out."""
+
+    def __init__(self, capacity: int, rng: random.Random) -> None:
+        self._pairs: OrderedDict[str, BlindPair] = OrderedDict()
+        self._capacity = capacity
+        self._rng = rng
+
+    def add(self, route: str, messages: Any, stable: str, candidate: str) -> BlindPair:
+        a_is_candidate = self._rng.random() < 0.5
+        a, b = (candidate, stable) if a_is_candidate else (stable, candidate)
+        pair = BlindPair(uuid.uuid4().hex, route, messages, a, b, a_is_candidate)
+        self._pairs[pair.pair_id] = pair
+        while len(self._pairs) > self._capacity:
+            self._pairs.popitem(last=False)
+        return pair
+
+    def get(self, pair_id: str) -> BlindPair | None:
+        return self._pairs.get(pair_id)
+
+    def list(self, route: str | None = None) -> list[BlindPair]:
+        return [p for p in self._pairs.values() if route in (None, p.route)]
+
+
+class ShadowMirror:
+    def __init__(
+        self,
+        *,
+        recorder: Recorder,
+        pairs: PairSample,
+        clock: Clock,
+        queue_size: int,
+        workers: int,
+        stable_timeout: float,
+    ) -> None:
+        self._recorder = recorder
+        self.pairs = pairs
+        self._clock = clock
+        self._queue: asyncio.Queue[ShadowJob] = asyncio.Queue(maxsize=queue_size)
+        self._workers = workers
+        self._stable_timeout = stable_timeout
+        self._tasks: list[asyncio.Task] = []
+
+    def submit(self, job: ShadowJob) -> bool:
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self._recorder.metrics.shadow_dropped.labels(job.route, "queue_full").inc()
+            return False
+        return True
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _work(self) -> None:
+        while True:
+            job = await self._queue.get()
+            try:
+                await self._mirror(job)
+            except Exception:  # one bad pair must not stop the worker
+                log.exception("shadow comparison failed for request %s", job.request_id)
+            finally:
+                self._queue.task_done()
+
+    async def _mirror(self, job: ShadowJob) -> None:
+        variant = job.attempt.variant
+        x = Exchange(
+            job.request_id, job.route, variant.name, job.attempt.role, self._clock(), shadow=True
+        )
+        try:
+            await exchange_whole(job.attempt, x, self._clock)
+        except UpstreamError as error:
+            x.finish(self._clock(), Outcome.ERROR, error.status, error.kind)
+        self._recorder.finished(x)
+        try:
+            stable = await asyncio.wait_for(asyncio.shield(job.stable), self._stable_timeout)
+        except TimeoutError:
+            stable = None
+        if stable is None:  # stable failed or the client left: nothing to compare with
+            self._recorder.metrics.shadow_dropped.labels(job.route, "no_stable_answer").inc()
+            return
+        ok = x.outcome is Outcome.OK
+        comparison = compare(stable.text, stable.duration, x.text if ok else None, x.duration)
+        self._recorder.metrics.compared(job.route, variant.name, comparison)
+        if ok:
+            self.pairs.add(job.route, job.messages, stable.text, x.text)

@@ -1,0 +1,158 @@
+"""A fault-injecting stand-in for vLLM's OpenAI server, for load, chaos and fast tests.
+
+It is not an engine: it answers chat completions with a fixed text, streamed
+one word per event the way vLLM streams, and injects the faults it is told to
+(latency, a share of 5xx, failure mid-stream, silence). Wherever vLLM itself can
+run, the tests use vLLM.
+
+    python -m loadtests.standin --port 9000 --error-rate 0.1 --latency 0.05
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import time
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+DEFAULT_TEXT = "To reset your password, open Settings, choose Password and press Reset."
+
+
+@dataclass
+class Faults:
+    """What the stand-in does to each request; change it while it runs."""
+
+    latency: float = 0.0  # before the first byte
+    token_delay: float = 0.0  # between streamed events
+    error_rate: float = 0.0  # share of requests answered with `error_status`
+    error_status: int = 500
+    fail_after_events: int | None = None  # drop the connection mid-stream
+    hang: bool = False  # never answer
+    text: str = DEFAULT_TEXT
+    seed: int = 0
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+
+@dataclass
+class Seen:
+    """What the stand-in received, for assertions."""
+
+    bodies: list[dict] = field(default_factory=list)
+    cancelled: int = 0
+    active: int = 0
+
+
+def _chunk(cid: str, model: str, delta: dict, finish: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    body = {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
+    }
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+def create_standin(faults: Faults | None = None, seen: Seen | None = None) -> Starlette:
+    faults = faults or Faults()
+    seen = seen or Seen()
+
+    async def chat(request: Request) -> Response:
+        body = json.loads(await request.body())
+        seen.bodies.append(body)
+        if faults.hang:
+            await asyncio.sleep(3600)
+        if faults.latency:
+            await asyncio.sleep(faults.latency)
+        if faults.rng.random() < faults.error_rate:
+            error = {
+                "error": {
+                    "message": "injected failure",
+                    "type": "InternalServerError",
+                    "code": faults.error_status,
+                }
+            }
+            return JSONResponse(error, status_code=faults.error_status)
+        model, words = body["model"], faults.text.split(" ")
+        usage = {
+            "prompt_tokens": 10,
+            "completion_tokens": len(words),
+            "total_tokens": 10 + len(words),
+        }
+        cid = f"chatcmpl-{random.getrandbits(64):x}"
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": faults.text}
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+            return JSONResponse({
+                "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
+                "choices": [choice], "usage": usage,
+            })  # fmt: skip
+
+        async def events():
+            seen.active += 1
+            try:
+                yield _chunk(cid, model, {"role": "assistant", "content": ""})
+                for i, word in enumerate(words):
+                    if faults.fail_after_events is not None and i >= faults.fail_after_events:
+                        raise ConnectionResetError("injected mid-stream failure")
+                    if faults.token_delay:
+                        await asyncio.sleep(faults.token_delay)
+                    yield _chunk(cid, model, {"content": word if i == 0 else " " + word})
+                yield _chunk(cid, model, {}, finish="stop")
+                if body.get("stream_options") is not None:
+                    final = {
+                        "id": cid,
+                        "object": "chat.completion.chunk",
+                        "created": 0,
+                        "model": model,
+                        "choices": [],
+                        "usage": usage,
+                    }
+                    yield b"data: " + json.dumps(final).encode() + b"\n\n"
+                yield b"data: [DONE]\n\n"
+            except asyncio.CancelledError:
+                seen.cancelled += 1
+                raise
+            finally:
+                seen.active -= 1
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def health(_: Request) -> Response:
+        return Response(status_code=200)
+
+    app = Starlette(
+        routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/health", health)]
+    )
+    app.state.faults, app.state.seen = faults, seen
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--token-delay", type=float, default=0.0)
+    parser.add_argument("--error-rate", type=float, default=0.0)
+    args = parser.parse_args()
+    faults = Faults(latency=args.latency, token_delay=args.token_delay, error_rate=args.error_rate)
+    uvicorn.run(create_standin(faults), host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
