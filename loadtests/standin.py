@@ -149,8 +149,11 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--token-delay", type=float, default=0.0)
     parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--words", type=int, help="answer with this many words instead")
     args = parser.parse_args()
     faults = Faults(latency=args.latency, token_delay=args.token_delay, error_rate=args.error_rate)
+    if args.words:
+        faults.text = " ".join(f"w{i}" for i in range(args.words))
     uvicorn.run(create_standin(faults), host="127.0.0.1", port=args.port, log_level="warning")
 
 

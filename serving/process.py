@@ -26,23 +26,27 @@ import httpx
 
 from serving.adapters import validate_config
 from serving.config import ServingConfig
-from serving.errors import VllmStartError
+from serving.errors import ServingError, VllmStartError
 
 LOG_TAIL_LINES = 40
+KILL_WAIT = 30.0
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live processes in process group `pgid` (read from /proc; zombies excluded)."""
-    members = []
+def _group_states(pgid: int) -> dict[int, str]:
+    states = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue  # the process ended while we looked
-        state, pgrp = fields[0], int(fields[2])
-        if pgrp == pgid and state != "Z":
-            members.append(int(stat.parent.name))
-    return members
+        if int(fields[2]) == pgid:
+            states[int(stat.parent.name)] = fields[0]
+    return states
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes in process group `pgid` (read from /proc; zombies and the dead excluded)."""
+    return [pid for pid, state in _group_states(pgid).items() if state not in ("Z", "X")]
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -116,7 +120,10 @@ class VllmServer:
         if group_members(pgid):
             self._signal_group(pgid, signal.SIGKILL)
         self._proc.wait()
-        while group_members(pgid):  # SIGKILL cannot be ignored; this ends at once
+        deadline = time.monotonic() + KILL_WAIT
+        while group_members(pgid):  # exiting processes release their memory first
+            if time.monotonic() > deadline:
+                raise ServingError(f"vLLM processes outlived SIGKILL: {_group_states(pgid)}")
             time.sleep(0.05)
         self._proc = None
 

@@ -1,0 +1,174 @@
+"""Gateway overhead benchmark: the stand-in upstream reached directly vs through the gateway.
+
+    .venv/bin/python -m loadtests.bench_gateway [--duration 5]
+
+Each server runs in its own process (uvicorn, uvloop, httptools, one worker);
+the load comes from this process (aiohttp, closed loop). Everything shares the
+machine's cores, so compare figures taken in the same run: the ratios matter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import httpx
+
+from serving.process import free_port
+
+BODY = {
+    "model": "support",
+    "messages": [{"role": "user", "content": "How do I reset my password?"}],
+}
+
+
+def start(argv: list[str], port: int, health: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, *argv])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{health}").status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{argv} did not start")
+
+
+async def closed_loop(url: str, body: dict, concurrency: int, duration: float) -> list[float]:
+    latencies: list[float] = []
+    payload = json.dumps(body).encode()
+    headers = {"content-type": "application/json"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        end = time.perf_counter() + duration
+
+        async def user() -> None:
+            while time.perf_counter() < end:
+                t0 = time.perf_counter()
+                async with session.post(url, data=payload, headers=headers) as response:
+                    await response.read()
+                    assert response.status == 200, response.status
+                latencies.append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(user() for _ in range(concurrency)))
+    return latencies
+
+
+async def stream_events(url: str, duration: float) -> float:
+    """Events per second relayed to one streaming client."""
+    events = 0
+    body = json.dumps({**BODY, "stream": True}).encode()
+    async with aiohttp.ClientSession() as session:
+        end = time.perf_counter() + duration
+        t0 = time.perf_counter()
+        while time.perf_counter() < end:
+            async with session.post(
+                url, data=body, headers={"content-type": "application/json"}
+            ) as r:
+                async for chunk in r.content.iter_any():
+                    events += chunk.count(b"\n\n")
+        return events / (time.perf_counter() - t0)
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] * 1000 if len(values) > 1 else float("nan")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def routes_file(upstream: str, shadow: float) -> Path:
+    text = f"""
+backends:
+  up: {{url: "{upstream}"}}
+routes:
+  - name: support
+    stable: {{backend: up, model: tiny-llama}}
+    candidate: {{backend: up, model: acme-voice}}
+    shadow_sample: {shadow}
+"""
+    path = Path(tempfile.mkdtemp()) / "routes.yaml"
+    path.write_text(text)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=5.0)
+    args = parser.parse_args()
+    d = args.duration
+    procs = []
+    try:
+        up_port, long_port = free_port(), free_port()
+        up_argv = ["-m", "loadtests.standin", "--port", str(up_port)]
+        procs.append(start(up_argv, up_port, "/health"))
+        long_argv = ["-m", "loadtests.standin", "--port", str(long_port), "--words", "2000"]
+        procs.append(start(long_argv, long_port, "/health"))
+        gateways = {}
+        for name, upstream, shadow in (
+            ("gateway", up_port, 0.0),
+            ("gateway+shadow", up_port, 1.0),
+            ("gateway-sse", long_port, 0.0),
+        ):
+            port = free_port()
+            routes = routes_file(f"http://127.0.0.1:{upstream}", shadow)
+            argv = ["-m", "gateway", "--routes", str(routes), "--port", str(port)]
+            procs.append(start(argv, port, "/healthz"))
+            gateways[name] = (port, procs[-1].pid)
+
+        def url(port: int) -> str:
+            return f"http://127.0.0.1:{port}/v1/chat/completions"
+
+        direct, via = url(up_port), url(gateways["gateway"][0])
+        asyncio.run(closed_loop(via, BODY, 8, 1.0))  # warm-up
+        rows = []
+        for c in (1, 32):
+            a = asyncio.run(closed_loop(direct, BODY, c, d))
+            b = asyncio.run(closed_loop(via, BODY, c, d))
+            rows.append((c, a, b))
+        shadow_runs = []
+        for _ in range(2):
+            off = asyncio.run(closed_loop(via, BODY, 1, d / 2))
+            on = asyncio.run(closed_loop(url(gateways["gateway+shadow"][0]), BODY, 1, d / 2))
+            shadow_runs.append((statistics.median(off) * 1000, statistics.median(on) * 1000))
+        sse_direct = asyncio.run(stream_events(url(long_port), d))
+        sse_via = asyncio.run(stream_events(url(gateways["gateway-sse"][0]), d))
+
+        print(
+            "concurrency | direct rps | gateway rps | direct p50/p99 ms | via p50/p99 ms | added ms"
+        )
+        for c, a, b in rows:
+            direct_ms = f"{pct(a, 50):.2f} / {pct(a, 99):.2f}"
+            via_ms = f"{pct(b, 50):.2f} / {pct(b, 99):.2f}"
+            added = pct(b, 50) - pct(a, 50)
+            rps = f"{len(a) / d:>10.0f} | {len(b) / d:>11.0f}"
+            print(f"{c:>11} | {rps} | {direct_ms} | {via_ms} | {added:.2f}")
+        noise = abs(shadow_runs[0][0] - shadow_runs[1][0])
+        rounds = ", ".join(f"off {off:.3f} / on {on:.3f}" for off, on in shadow_runs)
+        print(f"shadow, client p50 ms: {rounds}; off-to-off noise {noise:.3f} ms")
+        ratio = sse_via / sse_direct
+        print(f"SSE events/s: direct {sse_direct:,.0f}, via gateway {sse_via:,.0f} ({ratio:.2f})")
+        print(f"gateway RSS after the run: {rss_mib(gateways['gateway'][1]):.0f} MiB")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait()
+
+
+if __name__ == "__main__":
+    main()
