@@ -66,7 +66,8 @@ def attempts_for(
 
 def shadow_job(
     services: Services, traffic: RouteTraffic, role: Role, body: ChatBody, request_id: str
-):
+) -> ShadowJob | None:
+    """A mirrored copy for the candidate, queued; None when not sampled or dropped."""
     if role is not Role.STABLE or traffic.candidate is None or traffic.shadow_sample <= 0:
         return None
     if services.rng.random() >= traffic.shadow_sample:
