@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.admin import require_admin
-from gateway.chat import chat_completions
+from gateway.chat import ChatFastPath, error_response
 from gateway.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
 from gateway.exchange import Clock, ExchangeSink
 from gateway.feedback import FeedbackLedger
@@ -40,10 +40,6 @@ class FeedbackIn(BaseModel):
 
     request_id: str = Field(min_length=1, max_length=200)
     score: float = Field(ge=0.0, le=1.0, description="0 (bad) .. 1 (good)")
-
-
-def error_response(error: GatewayError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
 async def _gateway_error(_: Request, exc: Exception) -> JSONResponse:
@@ -130,7 +126,7 @@ def create_app(
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
-    app.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
+    app.add_middleware(ChatFastPath)
 
     @app.get("/v1/models")
     async def models() -> dict:
