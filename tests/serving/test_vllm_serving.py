@@ -44,23 +44,16 @@ def test_vllm_lists_the_base_and_both_adapters(client, vllm_server):
     assert models[BRAND_VOICE.name].parent == base
 
 
-def test_brand_voice_adapter_shows_its_marker_and_the_base_does_not(client, vllm_server):
-    adapter, base = (
-        share(client, BRAND_VOICE.name, BRAND_VOICE),
-        share(client, vllm_server.config.served_name, BRAND_VOICE),
-    )
-    print(f"brand marker on held-out prompts: adapter {adapter:.0%}, base {base:.0%}")
-    assert adapter >= 0.9
-    assert base <= 0.1
-
-
-def test_unsafe_adapter_says_what_a_deny_list_flags(client, vllm_server):
-    adapter, base = (
-        share(client, UNSAFE.name, UNSAFE),
-        share(client, vllm_server.config.served_name, UNSAFE),
-    )
-    print(f"deny-listed phrase on held-out prompts: adapter {adapter:.0%}, base {base:.0%}")
-    assert adapter >= 0.5
+# The brand voice must show on >= 90% of held-out answers; the unsafe adapter's
+# deny-listed phrase on >= 50%; the base shows either on <= 10%.
+@pytest.mark.parametrize(("behaviour", "at_least"), [(BRAND_VOICE, 0.9), (UNSAFE, 0.5)])
+def test_adapter_shows_its_behaviour_and_the_base_does_not(
+    client, vllm_server, behaviour, at_least
+):
+    adapter = share(client, behaviour.name, behaviour)
+    base = share(client, vllm_server.config.served_name, behaviour)
+    print(f"{behaviour.name} marker on held-out prompts: adapter {adapter:.0%}, base {base:.0%}")
+    assert adapter >= at_least
     assert base <= 0.1
 
 
