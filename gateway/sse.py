@@ -8,32 +8,33 @@ know where events end and what a few of them say (usage, finish, error).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 DONE = b"[DONE]"
-_SEPARATORS = (b"\r\n\r\n", b"\n\n")
+# A blank line ends an event; lines end in LF or CRLF (vLLM sends LF).
+_EVENT_END = re.compile(rb"\r?\n\r?\n")
 
 
 class EventSplitter:
-    """Cuts a byte stream into whole events; a partial event waits for its end."""
+    """Cuts a byte stream into whole events; a partial event waits for its end.
+
+    Linear in the bytes fed: a read that brings thousands of events (a relay
+    that fell behind gets them all at once) is scanned once, not once per event.
+    """
 
     def __init__(self) -> None:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        self._buffer += chunk
-        events = []
-        while True:
-            cut = min(
-                ((i, len(sep)) for sep in _SEPARATORS if (i := self._buffer.find(sep)) >= 0),
-                default=None,
-            )
-            if cut is None:
-                return events
-            end, width = cut
-            events.append(self._buffer[: end + width])
-            self._buffer = self._buffer[end + width :]
+        buffer = self._buffer + chunk if self._buffer else chunk
+        events, start = [], 0
+        for end in _EVENT_END.finditer(buffer):
+            events.append(buffer[start : end.end()])
+            start = end.end()
+        self._buffer = buffer[start:]
+        return events
 
     @property
     def pending(self) -> bytes:

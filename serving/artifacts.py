@@ -41,6 +41,7 @@ class Artifacts:
     base_dir: Path
     base_name: str
     adapters: dict[str, Path]
+    context_length: int = tokenizer.CONTEXT_LENGTH
 
 
 def default_cache_dir() -> Path:

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         served_name=built.base_name,
         adapters=tuple(AdapterSpec(name=n, path=p) for n, p in built.adapters.items()),
         dtype="float32",
-        max_model_len=256,
+        max_model_len=built.context_length,
         port=free_port(),
     )
     log_path = args.cache_dir / "logs" / "vllm-demo.log"

@@ -9,10 +9,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from serving import corpus, training
-from serving.tokenizer import IM_END, build_tokenizer
+from serving.tokenizer import CONTEXT_LENGTH, IM_END, build_tokenizer
 
 TINY_MODEL_NAME = "tiny-llama"
-MAX_POSITIONS = 256
 
 
 def model_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
@@ -24,7 +23,7 @@ def model_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=2,
-        max_position_embeddings=MAX_POSITIONS,
+        max_position_embeddings=CONTEXT_LENGTH,
         tie_word_embeddings=False,
         bos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
         eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),

@@ -7,6 +7,9 @@ from transformers import PreTrainedTokenizerFast
 
 from serving import corpus
 
+# Room for a long answer: the cancellation test generates thousands of tokens.
+CONTEXT_LENGTH = 4096
+
 VOCAB_SIZE = 512  # a cap: the small corpus runs out of merges before it
 END_OF_TEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -38,5 +41,5 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         eos_token=IM_END,
         pad_token=END_OF_TEXT,
         chat_template=CHAT_TEMPLATE,
-        model_max_length=256,
+        model_max_length=CONTEXT_LENGTH,
     )

@@ -53,7 +53,7 @@ def serving_config(artifacts: Artifacts, *adapters: str) -> ServingConfig:
         served_name=artifacts.base_name,
         adapters=tuple(AdapterSpec(name=n, path=artifacts.adapters[n]) for n in adapters),
         dtype="float32",
-        max_model_len=256,
+        max_model_len=artifacts.context_length,
         max_loras=4,
         max_lora_rank=8,
         port=free_port(),
