@@ -262,16 +262,15 @@ class ForwardResponse(Response):
             done = done or event.done
             if event.error is not None:
                 x.finish(now, Outcome.ERROR, 200, "stream_error")
-            elif event.payload is not None:
-                usage = event.payload.get("usage")
-                if usage and isinstance(usage.get("completion_tokens"), int):
-                    x.output_tokens = usage["completion_tokens"]
-                if event.is_usage_only and self.strip_usage:
+            elif event.chunk is not None:
+                chunk = event.chunk
+                if chunk.usage is not None and chunk.usage.completion_tokens is not None:
+                    x.output_tokens = chunk.usage.completion_tokens
+                if self.strip_usage and event.is_usage_only:
                     continue
-                for choice in event.payload.get("choices") or ():
-                    delta = choice.get("delta") or {}
-                    if delta.get("content"):
-                        x.token(now, delta["content"])
-                    x.finish_reason = choice.get("finish_reason") or x.finish_reason
+                for choice in chunk.choices or ():
+                    if choice.delta is not None and choice.delta.content:
+                        x.token(now, choice.delta.content)
+                    x.finish_reason = choice.finish_reason or x.finish_reason
             out.append(raw)
         return b"".join(out), done

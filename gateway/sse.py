@@ -12,9 +12,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 DONE = b"[DONE]"
-# A blank line ends an event; lines end in LF or CRLF (vLLM sends LF).
-_EVENT_END = re.compile(rb"\r?\n\r?\n")
+# A blank line ends an event. vLLM ends lines with LF; CRLF is handled too, on
+# the slower path (JSON escapes CR, so a raw CR only ever ends a line).
+_LF_END = b"\n\n"
+_ANY_END = re.compile(rb"\r?\n\r?\n")
 
 
 class EventSplitter:
@@ -29,8 +33,11 @@ class EventSplitter:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" not in buffer:
+            *events, self._buffer = buffer.split(_LF_END)
+            return [event + _LF_END for event in events]
         events, start = [], 0
-        for end in _EVENT_END.finditer(buffer):
+        for end in _ANY_END.finditer(buffer):
             events.append(buffer[start : end.end()])
             start = end.end()
         self._buffer = buffer[start:]
@@ -43,25 +50,49 @@ class EventSplitter:
 
 def event_data(event: bytes) -> bytes | None:
     """The joined `data:` payload of an event; None for comments and keep-alives."""
+    if event.startswith(b"data: ") and event.count(b"\n") == 2:  # vLLM's one-line events
+        return event[6:].rstrip(b"\r\n")
     lines = [line[5:].lstrip(b" ") for line in event.splitlines() if line.startswith(b"data:")]
     return b"\n".join(lines) if lines else None
+
+
+# The few fields of a chunk the relay reads; msgspec skips the rest without
+# building it, which is most of the cost of parsing every event of a stream.
+class Delta(msgspec.Struct):
+    content: str | None = None
+
+
+class Choice(msgspec.Struct):
+    delta: Delta | None = None
+    finish_reason: str | None = None
+
+
+class Usage(msgspec.Struct):
+    completion_tokens: int | None = None
+
+
+class Chunk(msgspec.Struct):
+    choices: list[Choice] | None = None
+    usage: Usage | None = None
+    error: dict[str, Any] | None = None
+
+
+_decode_chunk = msgspec.json.Decoder(Chunk).decode
 
 
 @dataclass(frozen=True, slots=True)
 class StreamEvent:
     raw: bytes
-    payload: dict[str, Any] | None  # None for [DONE], comments and unparseable data
+    chunk: Chunk | None  # None for [DONE], comments and data that is not a chunk
     done: bool = False
 
     @property
     def is_usage_only(self) -> bool:
-        return (
-            self.payload is not None and not self.payload.get("choices") and "usage" in self.payload
-        )
+        return self.chunk is not None and not self.chunk.choices and self.chunk.usage is not None
 
     @property
     def error(self) -> dict[str, Any] | None:
-        return self.payload.get("error") if self.payload is not None else None
+        return self.chunk.error if self.chunk is not None else None
 
 
 def parse_event(raw: bytes) -> StreamEvent:
@@ -71,10 +102,9 @@ def parse_event(raw: bytes) -> StreamEvent:
     if data.strip() == DONE:
         return StreamEvent(raw, None, done=True)
     try:
-        payload = json.loads(data)
-    except ValueError:
+        return StreamEvent(raw, _decode_chunk(data))
+    except (msgspec.DecodeError, msgspec.ValidationError):
         return StreamEvent(raw, None)
-    return StreamEvent(raw, payload if isinstance(payload, dict) else None)
 
 
 def error_event(message: str, error_type: str, code: int) -> bytes:

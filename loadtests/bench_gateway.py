@@ -24,6 +24,7 @@ import httpx
 
 from serving.process import free_port
 
+SSE_BATCH = 16
 BODY = {
     "model": "support",
     "messages": [{"role": "user", "content": "How do I reset my password?"}],
@@ -113,16 +114,22 @@ def main() -> None:
     d = args.duration
     procs = []
     try:
-        up_port, long_port = free_port(), free_port()
+        up_port = free_port()
         up_argv = ["-m", "loadtests.standin", "--port", str(up_port)]
         procs.append(start(up_argv, up_port, "/health"))
-        long_argv = ["-m", "loadtests.standin", "--port", str(long_port), "--words", "2000"]
-        procs.append(start(long_argv, long_port, "/health"))
+        # Long answers, written one event at a time and SSE_BATCH at a time (as a
+        # busy vLLM does when a stream falls behind its engine).
+        long_ports = {}
+        for per_write in (1, SSE_BATCH):
+            port = long_ports[per_write] = free_port()
+            argv = ["-m", "loadtests.standin", "--port", str(port), "--words", "2000"]
+            procs.append(start([*argv, "--events-per-write", str(per_write)], port, "/health"))
         gateways = {}
         for name, upstream, shadow in (
             ("gateway", up_port, 0.0),
             ("gateway+shadow", up_port, 1.0),
-            ("gateway-sse", long_port, 0.0),
+            ("gateway-sse-1", long_ports[1], 0.0),
+            (f"gateway-sse-{SSE_BATCH}", long_ports[SSE_BATCH], 0.0),
         ):
             port = free_port()
             routes = routes_file(f"http://127.0.0.1:{upstream}", shadow)
@@ -145,8 +152,13 @@ def main() -> None:
             off = asyncio.run(closed_loop(via, BODY, 1, d / 2))
             on = asyncio.run(closed_loop(url(gateways["gateway+shadow"][0]), BODY, 1, d / 2))
             shadow_runs.append((statistics.median(off) * 1000, statistics.median(on) * 1000))
-        sse_direct = asyncio.run(stream_events(url(long_port), d))
-        sse_via = asyncio.run(stream_events(url(gateways["gateway-sse"][0]), d))
+        sse = {
+            per_write: (
+                asyncio.run(stream_events(url(port), d)),
+                asyncio.run(stream_events(url(gateways[f"gateway-sse-{per_write}"][0]), d)),
+            )
+            for per_write, port in long_ports.items()
+        }
 
         print(
             "concurrency | direct rps | gateway rps | direct p50/p99 ms | via p50/p99 ms | added ms"
@@ -160,8 +172,11 @@ def main() -> None:
         noise = abs(shadow_runs[0][0] - shadow_runs[1][0])
         rounds = ", ".join(f"off {off:.3f} / on {on:.3f}" for off, on in shadow_runs)
         print(f"shadow, client p50 ms: {rounds}; off-to-off noise {noise:.3f} ms")
-        ratio = sse_via / sse_direct
-        print(f"SSE events/s: direct {sse_direct:,.0f}, via gateway {sse_via:,.0f} ({ratio:.2f})")
+        for per_write, (direct_eps, via_eps) in sse.items():
+            print(
+                f"SSE events/s, {per_write} per upstream write: direct {direct_eps:,.0f}, "
+                f"via gateway {via_eps:,.0f} ({via_eps / direct_eps:.2f})"
+            )
         print(f"gateway RSS after the run: {rss_mib(gateways['gateway'][1]):.0f} MiB")
     finally:
         for proc in procs:

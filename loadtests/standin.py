@@ -31,6 +31,7 @@ class Faults:
 
     latency: float = 0.0  # before the first byte
     token_delay: float = 0.0  # between streamed events
+    events_per_write: int = 1  # as a busy vLLM coalesces the tokens of one step
     error_rate: float = 0.0  # share of requests answered with `error_status`
     error_status: int = 500
     fail_after_events: int | None = None  # drop the connection mid-stream
@@ -99,28 +100,41 @@ def create_standin(faults: Faults | None = None, seen: Seen | None = None) -> St
                 "choices": [choice], "usage": usage,
             })  # fmt: skip
 
+        def chunks():
+            yield _chunk(cid, model, {"role": "assistant", "content": ""})
+            for i, word in enumerate(words):
+                if faults.fail_after_events is not None and i >= faults.fail_after_events:
+                    raise ConnectionResetError("injected mid-stream failure")
+                yield _chunk(cid, model, {"content": word if i == 0 else " " + word})
+            yield _chunk(cid, model, {}, finish="stop")
+            if body.get("stream_options") is not None:
+                final = {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage,
+                }
+                yield b"data: " + json.dumps(final).encode() + b"\n\n"
+            yield b"data: [DONE]\n\n"
+
         async def events():
             seen.active += 1
+            batch: list[bytes] = []
+            first = True
             try:
-                yield _chunk(cid, model, {"role": "assistant", "content": ""})
-                for i, word in enumerate(words):
-                    if faults.fail_after_events is not None and i >= faults.fail_after_events:
-                        raise ConnectionResetError("injected mid-stream failure")
-                    if faults.token_delay:
+                for event in chunks():
+                    batch.append(event)
+                    if len(batch) < faults.events_per_write:
+                        continue
+                    if faults.token_delay and not first:
                         await asyncio.sleep(faults.token_delay)
-                    yield _chunk(cid, model, {"content": word if i == 0 else " " + word})
-                yield _chunk(cid, model, {}, finish="stop")
-                if body.get("stream_options") is not None:
-                    final = {
-                        "id": cid,
-                        "object": "chat.completion.chunk",
-                        "created": 0,
-                        "model": model,
-                        "choices": [],
-                        "usage": usage,
-                    }
-                    yield b"data: " + json.dumps(final).encode() + b"\n\n"
-                yield b"data: [DONE]\n\n"
+                    yield b"".join(batch)
+                    batch.clear()
+                    first = False
+                if batch:
+                    yield b"".join(batch)
             except asyncio.CancelledError:
                 seen.cancelled += 1
                 raise
@@ -150,8 +164,14 @@ def main() -> None:
     parser.add_argument("--token-delay", type=float, default=0.0)
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--words", type=int, help="answer with this many words instead")
+    parser.add_argument("--events-per-write", type=int, default=1)
     args = parser.parse_args()
-    faults = Faults(latency=args.latency, token_delay=args.token_delay, error_rate=args.error_rate)
+    faults = Faults(
+        latency=args.latency,
+        token_delay=args.token_delay,
+        error_rate=args.error_rate,
+        events_per_write=args.events_per_write,
+    )
     if args.words:
         faults.text = " ".join(f"w{i}" for i in range(args.words))
     uvicorn.run(create_standin(faults), host="127.0.0.1", port=args.port, log_level="warning")

@@ -41,4 +41,7 @@ def test_event_data_and_parsing():
     assert usage.is_usage_only
     error = parse_event(b'data: {"error": {"message": "boom"}}\n\n')
     assert error.error == {"message": "boom"}
-    assert parse_event(b"data: not json\n\n").payload is None
+    assert parse_event(b"data: not json\n\n").chunk is None
+    assert parse_event(b'data: {"choices": "not a list"}\n\n').chunk is None
+    multi_line = parse_event(b'data: {"choices":\ndata: [{"delta": {"content": "hi"}}]}\n\n')
+    assert multi_line.chunk.choices[0].delta.content == "hi"
