@@ -14,11 +14,8 @@ status and headers only once an upstream has answered, so that
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 from starlette.responses import Response
@@ -26,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.errors import GatewayError, UpstreamError
 from gateway.exchange import Clock, Exchange, Outcome
+from gateway.payloads import DecodeFailed, decode_completion
 from gateway.recorder import Recorder
 from gateway.sse import EventSplitter, error_event, parse_event
 from gateway.upstream import Backend
@@ -43,18 +41,18 @@ class Attempt:
     body: bytes
 
 
-def summarise(x: Exchange, payload: Any) -> None:
+def summarise(x: Exchange, content: bytes) -> None:
     """Fill an exchange from a whole (non-streamed) completion."""
-    if not isinstance(payload, dict):
+    try:
+        completion = decode_completion(content)
+    except DecodeFailed:
         return
-    for choice in payload.get("choices") or ():
-        message = choice.get("message") or {}
-        if isinstance(message.get("content"), str):
-            x.text_parts.append(message["content"])
-        x.finish_reason = choice.get("finish_reason") or x.finish_reason
-    usage = payload.get("usage") or {}
-    if isinstance(usage.get("completion_tokens"), int):
-        x.output_tokens = usage["completion_tokens"]
+    for choice in completion.choices or ():
+        if choice.message is not None and choice.message.content is not None:
+            x.text_parts.append(choice.message.content)
+        x.finish_reason = choice.finish_reason or x.finish_reason
+    if completion.usage is not None and completion.usage.completion_tokens is not None:
+        x.output_tokens = completion.usage.completion_tokens
 
 
 async def exchange_whole(attempt: Attempt, x: Exchange, clock: Clock) -> tuple[int, bytes, str]:
@@ -64,8 +62,7 @@ async def exchange_whole(attempt: Attempt, x: Exchange, clock: Clock) -> tuple[i
         content_type = upstream.headers.get("content-type", "application/json")
         status = upstream.status
     if status == 200:
-        with suppress(ValueError):
-            summarise(x, json.loads(content))
+        summarise(x, content)
         x.finish(clock(), Outcome.OK, status)
     else:
         x.finish(clock(), Outcome.CLIENT_ERROR, status)
@@ -85,11 +82,6 @@ async def send_error(send: Send, error: GatewayError, extra: dict[str, str]) -> 
         "headers": _headers({**headers, **error.headers, **extra}),
     })  # fmt: skip
     await send({"type": "http.response.body", "body": body})
-
-
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 class ForwardResponse(Response):
@@ -121,20 +113,29 @@ class ForwardResponse(Response):
         self._started = False  # response headers sent
         self._complete = False  # last body message sent
         self._current: Exchange | None = None
+        self._client_gone = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        work = asyncio.ensure_future(self._serve(send))
-        watch = asyncio.ensure_future(_disconnected(receive))
+        # The work runs in the server's task; a watcher cancels it if the client
+        # goes away first. One extra task per request, and no asyncio.wait().
+        task = asyncio.current_task()
+        assert task is not None
+        watch = asyncio.ensure_future(self._watch(receive, task))
         try:
-            await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
-            if not work.done() and not self._complete:
-                work.cancel()
-            with suppress(asyncio.CancelledError):
-                await work
+            await self._serve(send)
+        except asyncio.CancelledError:
+            if not self._client_gone:
+                raise  # the server is shutting down: let it
+            task.uncancel()
         finally:
             watch.cancel()
-            if not work.done():
-                work.cancel()
+
+    async def _watch(self, receive: Receive, task: asyncio.Task) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not self._complete:
+            self._client_gone = True
+            task.cancel()
 
     def _exchange(self, attempt: Attempt) -> Exchange:
         self._current = Exchange(

@@ -6,6 +6,9 @@ Never a user, request or API key.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gateway.compare import Comparison
@@ -25,8 +28,21 @@ DELTA_BUCKETS = (-10.0, -2.5, -1.0, -0.25, -0.05, 0.0, 0.05, 0.25, 1.0, 2.5, 10.
 VARIANT = ("route", "variant", "role")
 
 
+@dataclass(frozen=True, slots=True)
+class _VariantSeries:
+    """One variant's labelled children, looked up once instead of per request."""
+
+    latency: Any
+    ttft: Any
+    itl: Any
+    output_tokens: Any
+    time_per_token: Any
+
+
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._by_variant: dict[tuple[str, str, str], _VariantSeries] = {}
+
         def counter(name: str, doc: str, labels=VARIANT) -> Counter:
             return Counter(f"rollgate_{name}", doc, labels, registry=registry)
 
@@ -89,6 +105,18 @@ class GatewayMetrics:
             "shadow_latency_delta_seconds", "Candidate minus stable.", DELTA_BUCKETS, shadow
         )
 
+    def _series(self, labels: tuple[str, str, str]) -> _VariantSeries:
+        series = self._by_variant.get(labels)
+        if series is None:
+            series = self._by_variant[labels] = _VariantSeries(
+                latency=self.latency.labels(*labels),
+                ttft=self.ttft.labels(*labels),
+                itl=self.itl.labels(*labels),
+                output_tokens=self.output_tokens.labels(*labels),
+                time_per_token=self.time_per_token.labels(*labels),
+            )
+        return series
+
     def record(self, x: Exchange) -> None:
         """ExchangeSink: one finished attempt."""
         labels = (x.route, x.variant, x.role_label)
@@ -97,16 +125,15 @@ class GatewayMetrics:
             self.upstream_errors.labels(*labels, x.error_kind or "unknown").inc()
         if x.outcome is not Outcome.OK:
             return
-        self.latency.labels(*labels).observe(x.duration)
+        series = self._series(labels)
+        series.latency.observe(x.duration)
         if x.time_to_first_token is not None:
-            self.ttft.labels(*labels).observe(x.time_to_first_token)
-        if x.token_gaps:
-            itl = self.itl.labels(*labels)
-            for gap in x.token_gaps:
-                itl.observe(gap)
+            series.ttft.observe(x.time_to_first_token)
+        for gap in x.token_gaps:
+            series.itl.observe(gap)
         if x.output_tokens:
-            self.output_tokens.labels(*labels).observe(x.output_tokens)
-            self.time_per_token.labels(*labels).observe(x.duration / x.output_tokens)
+            series.output_tokens.observe(x.output_tokens)
+            series.time_per_token.observe(x.duration / x.output_tokens)
         if x.finish_reason:
             self.finish.labels(*labels, x.finish_reason).inc()
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
+from gateway.payloads import Chunk, DecodeFailed, decode_chunk
 
 DONE = b"[DONE]"
 # A blank line ends an event. vLLM ends lines with LF; CRLF is handled too, on
@@ -56,30 +56,6 @@ def event_data(event: bytes) -> bytes | None:
     return b"\n".join(lines) if lines else None
 
 
-# The few fields of a chunk the relay reads; msgspec skips the rest without
-# building it, which is most of the cost of parsing every event of a stream.
-class Delta(msgspec.Struct):
-    content: str | None = None
-
-
-class Choice(msgspec.Struct):
-    delta: Delta | None = None
-    finish_reason: str | None = None
-
-
-class Usage(msgspec.Struct):
-    completion_tokens: int | None = None
-
-
-class Chunk(msgspec.Struct):
-    choices: list[Choice] | None = None
-    usage: Usage | None = None
-    error: dict[str, Any] | None = None
-
-
-_decode_chunk = msgspec.json.Decoder(Chunk).decode
-
-
 @dataclass(frozen=True, slots=True)
 class StreamEvent:
     raw: bytes
@@ -102,8 +78,8 @@ def parse_event(raw: bytes) -> StreamEvent:
     if data.strip() == DONE:
         return StreamEvent(raw, None, done=True)
     try:
-        return StreamEvent(raw, _decode_chunk(data))
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        return StreamEvent(raw, decode_chunk(data))
+    except DecodeFailed:
         return StreamEvent(raw, None)
 
 

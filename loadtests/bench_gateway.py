@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -90,6 +91,12 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def routes_file(upstream: str, shadow: float) -> Path:
     text = f"""
 backends:
@@ -143,10 +150,13 @@ def main() -> None:
         direct, via = url(up_port), url(gateways["gateway"][0])
         asyncio.run(closed_loop(via, BODY, 8, 1.0))  # warm-up
         rows = []
+        gateway_pid = gateways["gateway"][1]
         for c in (1, 32):
             a = asyncio.run(closed_loop(direct, BODY, c, d))
+            cpu_before = cpu_seconds(gateway_pid)
             b = asyncio.run(closed_loop(via, BODY, c, d))
-            rows.append((c, a, b))
+            cpu_per_request = (cpu_seconds(gateway_pid) - cpu_before) / len(b)
+            rows.append((c, a, b, cpu_per_request))
         shadow_runs = []
         for _ in range(2):
             off = asyncio.run(closed_loop(via, BODY, 1, d / 2))
@@ -160,15 +170,21 @@ def main() -> None:
             for per_write, port in long_ports.items()
         }
 
+        # The gateway shares 2 cores with the load and the upstream: its CPU time
+        # per request says what one worker with a core to itself would serve.
         print(
-            "concurrency | direct rps | gateway rps | direct p50/p99 ms | via p50/p99 ms | added ms"
+            "concurrency | direct rps | gateway rps | direct p50/p99 ms | via p50/p99 ms "
+            "| added ms | gateway CPU µs/request | one core's worth, rps"
         )
-        for c, a, b in rows:
+        for c, a, b, cpu in rows:
             direct_ms = f"{pct(a, 50):.2f} / {pct(a, 99):.2f}"
             via_ms = f"{pct(b, 50):.2f} / {pct(b, 99):.2f}"
             added = pct(b, 50) - pct(a, 50)
             rps = f"{len(a) / d:>10.0f} | {len(b) / d:>11.0f}"
-            print(f"{c:>11} | {rps} | {direct_ms} | {via_ms} | {added:.2f}")
+            print(
+                f"{c:>11} | {rps} | {direct_ms} | {via_ms} | {added:.2f} "
+                f"| {cpu * 1e6:.0f} | {1 / cpu:,.0f}"
+            )
         noise = abs(shadow_runs[0][0] - shadow_runs[1][0])
         rounds = ", ".join(f"off {off:.3f} / on {on:.3f}" for off, on in shadow_runs)
         print(f"shadow, client p50 ms: {rounds}; off-to-off noise {noise:.3f} ms")
