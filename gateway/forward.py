@@ -17,12 +17,12 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import aiohttp
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import GatewayError, UpstreamError
 from gateway.exchange import Clock, Exchange, Outcome
+from gateway.http1 import Response as UpstreamResponse
 from gateway.payloads import DecodeFailed, decode_completion
 from gateway.recorder import Recorder
 from gateway.sse import EventSplitter, error_event, parse_event
@@ -221,7 +221,7 @@ class ForwardResponse(Response):
         attempt: Attempt,
         x: Exchange,
         backend: Backend,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         send: Send,
     ) -> None:
         splitter, done = EventSplitter(), False

@@ -1,8 +1,10 @@
-"""The transport edge: one pooled aiohttp session per backend.
+"""The transport edge: one pool of keep-alive connections per backend.
 
-aiohttp, not httpx, on the hot path: httpx's pool collapses under concurrency
-(see BENCHMARKS.md). Every transport failure is translated here, once, into
-the gateway's `UpstreamError` hierarchy; callers never see aiohttp errors.
+The hot path uses the lean HTTP/1.1 client in `gateway.http1` (aiohttp cost
+more CPU per request than the rest of the gateway; httpx's pool collapses under
+concurrency: see BENCHMARKS.md). Every transport failure is translated here,
+once, into the gateway's `UpstreamError` hierarchy; callers never see the
+client's own errors.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-
-import aiohttp
+from urllib.parse import urlsplit
 
 from gateway.errors import BadUpstream, UpstreamDown, UpstreamError, UpstreamTimeout
+from gateway.http1 import ConnectFailed, Pool, ProtocolError, Response
 
 ERROR_BODY_LIMIT = 2048
 
@@ -25,38 +27,45 @@ class Timeouts:
 
 
 class Backend:
-    """An OpenAI-compatible server (vLLM) reached at `base_url`."""
+    """An OpenAI-compatible server (vLLM) reached at `base_url` (plain HTTP)."""
 
     def __init__(
         self, name: str, base_url: str, timeouts: Timeouts, api_key: str | None = None
     ) -> None:
+        url = urlsplit(base_url)
+        if url.scheme != "http" or not url.hostname:
+            raise ValueError(f"backend {name!r}: only http://host:port URLs are supported")
         self.name = name
         self.base_url = base_url.rstrip("/")
+        self._prefix = url.path.rstrip("/")
+        self._origin = (url.hostname, url.port or 80)
         self._timeouts = timeouts
         self._headers = {"content-type": "application/json"}
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
 
     def __repr__(self) -> str:  # the API key stays out of reprs and logs
         return f"Backend({self.name!r}, {self.base_url!r})"
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=self._timeouts.connect, sock_read=self._timeouts.read
-            ),
-            auto_decompress=False,
+        host, port = self._origin
+        self._pool = Pool(
+            host, port, connect_timeout=self._timeouts.connect, read_timeout=self._timeouts.read
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def _started(self) -> Pool:
+        if self._pool is None:
+            raise RuntimeError(f"{self!r} is not started")
+        return self._pool
 
     @asynccontextmanager
-    async def post(self, path: str, body: bytes) -> AsyncIterator[aiohttp.ClientResponse]:
+    async def post(self, path: str, body: bytes) -> AsyncIterator[Response]:
         """POST and yield the response once its status says it can be relayed.
 
         Raises `UpstreamError` for connect failures, timeouts, 5xx and 404 (the
@@ -64,63 +73,66 @@ class Backend:
         the client. Other 4xx are yielded, to be passed through as they are.
         Read the body through `chunks()` or `read()`, which translate failures too.
         """
-        if self._session is None:
-            raise RuntimeError(f"{self!r} is not started")
+        pool = self._started()
         async with translate_errors(self.name):
-            response = await self._session.post(
-                self.base_url + path, data=body, headers=self._headers
+            response, connection = await pool.request(
+                "POST", self._prefix + path, body, self._headers
             )
         try:
             if response.status >= 500 or response.status == 404:
                 async with translate_errors(self.name):
-                    detail = (await response.content.read(ERROR_BODY_LIMIT)).decode(
-                        errors="replace"
-                    )
+                    detail = (await response.read(ERROR_BODY_LIMIT)).decode(errors="replace")
                 raise BadUpstream(
                     f"backend {self.name!r} answered {response.status}: {detail}",
                     upstream_status=response.status,
                 )
             yield response
         finally:
-            if response.content.is_eof():
-                response.release()  # read to the end: the connection goes back to the pool
-            else:
-                # Dropping the connection is how vLLM learns the client left: it
-                # aborts the request and frees its slot.
-                response.close()
+            # Read to the end: back to the pool. Otherwise the connection is
+            # dropped, which is how vLLM learns the client left.
+            pool.release(connection)
 
-    async def chunks(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    async def chunks(self, response: Response) -> AsyncIterator[bytes]:
         """The body as it arrives, upstream failures translated."""
-        iterator = response.content.iter_any().__aiter__()
         while True:
-            async with translate_errors(self.name):
-                try:
-                    chunk = await iterator.__anext__()
-                except StopAsyncIteration:
-                    return
+            try:
+                chunk = await response.next_chunk()
+            except TRANSPORT_ERRORS as exc:
+                raise upstream_error(self.name, exc) from exc
+            if not chunk:
+                return
             yield chunk
 
-    async def read(self, response: aiohttp.ClientResponse) -> bytes:
+    async def read(self, response: Response) -> bytes:
         async with translate_errors(self.name):
             return await response.read()
 
     async def get(self, path: str) -> int:
         """Status of a GET, for readiness probes."""
-        if self._session is None:
-            raise RuntimeError(f"{self!r} is not started")
-        async with translate_errors(self.name), self._session.get(self.base_url + path) as response:
+        pool = self._started()
+        async with translate_errors(self.name):
+            response, connection = await pool.request("GET", self._prefix + path, b"", {})
+            try:
+                await response.read()
+            finally:
+                pool.release(connection)
             return response.status
+
+
+TRANSPORT_ERRORS = (OSError, ProtocolError)  # TimeoutError and ConnectFailed are OSErrors
+
+
+def upstream_error(backend: str, exc: BaseException) -> UpstreamError:
+    if isinstance(exc, ConnectFailed):
+        return UpstreamDown(f"backend {backend!r} cannot be reached")
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout(f"backend {backend!r} did not answer in time")
+    return BadUpstream(f"backend {backend!r} failed: {type(exc).__name__}")
 
 
 @asynccontextmanager
 async def translate_errors(backend: str) -> AsyncIterator[None]:
     try:
         yield
-    except UpstreamError:
-        raise
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise UpstreamTimeout(f"backend {backend!r} did not answer in time") from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise UpstreamDown(f"backend {backend!r} cannot be reached") from exc
-    except (aiohttp.ClientError, ConnectionError) as exc:
-        raise BadUpstream(f"backend {backend!r} failed: {type(exc).__name__}") from exc
+    except TRANSPORT_ERRORS as exc:
+        raise upstream_error(backend, exc) from exc
