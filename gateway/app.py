@@ -6,7 +6,6 @@ app = create_app(GatewaySettings(), RoutesFile.load(Path("routes.yaml")))
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -19,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.admin import require_admin
-from gateway.chat import ChatFastPath, error_response
+from gateway.chat import ChatFastPath, error_response, internal_error_response
 from gateway.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
 from gateway.exchange import Clock, ExchangeSink
 from gateway.feedback import FeedbackLedger
@@ -31,8 +30,6 @@ from gateway.services import Services
 from gateway.settings import GatewaySettings
 from gateway.shadow import PairSample, ShadowMirror
 from gateway.upstream import Backend, Timeouts
-
-log = logging.getLogger("rollgate.gateway")
 
 
 class FeedbackIn(BaseModel):
@@ -53,9 +50,8 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error.body(), status_code=422)
 
 
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error", exc_info=exc)
-    return error_response(GatewayError("internal error"))
+async def _unexpected(request: Request, _: Exception) -> JSONResponse:
+    return internal_error_response(request.url.path)
 
 
 def build_services(

@@ -31,6 +31,12 @@ def error_response(error: GatewayError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
+def internal_error_response(where: str) -> JSONResponse:
+    """A bug answered as a 500 without details; the traceback goes to the log only."""
+    log.exception("unhandled error in %s", where)
+    return error_response(GatewayError("internal error"))
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -141,6 +147,5 @@ class ChatFastPath:
         except GatewayError as error:
             response = error_response(error)
         except Exception:
-            log.exception("unhandled error in the chat handler")
-            response = error_response(GatewayError("internal error"))
+            response = internal_error_response("the chat handler")
         await response(scope, receive, send)

@@ -33,4 +33,7 @@ class Recorder:
                 )  # fmt: skip
         self.metrics.record(x)
         for sink in self._sinks:
-            sink.record(x)
+            try:
+                sink.record(x)
+            except Exception:  # a broken sink must not fail the client's request
+                log.exception("exchange sink %r failed", sink)

@@ -8,6 +8,7 @@ import time
 import httpx
 import pytest
 
+from gateway.body import ChatBody
 from loadtests.standin import Faults
 from tests.gateway.conftest import ADMIN_TOKEN
 
@@ -96,6 +97,34 @@ def test_unknown_route_is_404_listing_the_routes(make_stack):
     assert response.status_code == 404
     assert "Routes: support" in response.json()["error"]["message"]
     assert response.json()["error"]["code"] == "model_not_found"
+
+
+def test_a_bug_is_a_500_in_openai_form_and_the_gateway_keeps_serving(make_stack, monkeypatch):
+    stack = make_stack()
+    real_parse = ChatBody.parse
+    monkeypatch.setattr(ChatBody, "parse", staticmethod(lambda raw: 1 / 0))
+    response = chat(stack)
+    assert response.status_code == 500
+    assert response.json()["error"]["message"] == "internal error"
+    assert "ZeroDivisionError" not in response.text
+    monkeypatch.setattr(ChatBody, "parse", real_parse)
+    assert chat(stack).status_code == 200
+
+
+def test_a_failing_sink_does_not_fail_the_request(make_stack):
+    class Broken:
+        def record(self, exchange):
+            raise RuntimeError("sink down")
+
+    stack = make_stack()
+    stack.services.recorder._sinks = (Broken(),)
+    assert chat(stack).status_code == 200
+    assert (
+        stack.metric(
+            "rollgate_requests_total", route="support", variant="base", role="stable", outcome="ok"
+        )
+        == 1
+    )
 
 
 def test_body_over_the_limit_is_413(make_stack):
