@@ -1,0 +1,170 @@
+"""Rollout plans: which candidate a route tries, through which steps, judged by which checks.
+
+Read from YAML or JSON; every rule a plan breaks is reported with the field
+that breaks it.
+
+    >>> plan = RolloutPlan.model_validate({
+    ...     "route": "support",
+    ...     "candidate": {"name": "support-v2", "backend": "local", "model": "support-v2"},
+    ... })
+    >>> [step.label for step in plan.steps]
+    ['shadow', '5%', '10%', '25%', '50%', '100%']
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rollout.traffic import Variant
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ShadowStep(_Strict):
+    """The candidate answers mirrored copies; clients only ever see stable."""
+
+    kind: Literal["shadow"] = "shadow"
+    sample: float = Field(default=1.0, gt=0, le=1)
+    min_duration_s: float = Field(default=60.0, ge=0)
+    min_requests: int = Field(default=100, ge=0)
+
+    @property
+    def label(self) -> str:
+        return "shadow"
+
+
+class WeightStep(_Strict):
+    """The candidate serves `percent` of the route's users."""
+
+    kind: Literal["weight"] = "weight"
+    percent: float = Field(gt=0, le=100)
+    min_duration_s: float = Field(default=60.0, ge=0)
+    min_requests: int = Field(default=100, ge=0)
+
+    @property
+    def label(self) -> str:
+        return f"{self.percent:g}%"
+
+
+class PauseStep(_Strict):
+    """Hold here until an SRE resumes or promotes."""
+
+    kind: Literal["pause"] = "pause"
+    reason: str = ""
+
+    @property
+    def label(self) -> str:
+        return "pause"
+
+
+Step = Annotated[ShadowStep | WeightStep | PauseStep, Field(discriminator="kind")]
+
+
+class Metric(StrEnum):
+    ERROR_RATE = "error_rate"
+    LATENCY_P95 = "latency_p95"
+    TIME_TO_FIRST_TOKEN_P95 = "ttft_p95"
+    TIME_PER_OUTPUT_TOKEN_P95 = "time_per_output_token_p95"  # fair to a more verbose adapter
+    SATISFACTION = "satisfaction"
+    SAFETY = "safety"
+    PROMQL = "promql"
+
+
+RELATIVE_METRICS = frozenset({
+    Metric.ERROR_RATE,
+    Metric.LATENCY_P95,
+    Metric.TIME_TO_FIRST_TOKEN_P95,
+    Metric.TIME_PER_OUTPUT_TOKEN_P95,
+})  # fmt: skip
+
+
+class Check(_Strict):
+    """One comparison of candidate against stable.
+
+    `threshold` means, by metric: the largest tolerated relative increase over
+    stable (0.10 = 10% worse) for error rate and latencies; the largest
+    tolerated drop in points (0..100) for satisfaction; the largest tolerated
+    value of the query for PromQL (evaluated with `$variant` replaced by the
+    candidate's name). Safety tolerates no incident and takes no threshold.
+    """
+
+    name: str = Field(pattern=NAME)
+    metric: Metric
+    threshold: float | None = Field(default=None, ge=0)
+    query: str | None = None
+
+    @model_validator(mode="after")
+    def _fits_its_metric(self) -> Check:
+        if self.metric is Metric.SAFETY:
+            if self.threshold is not None:
+                raise ValueError("threshold: a safety check tolerates no incident; leave it out")
+        elif self.threshold is None:
+            raise ValueError(f"threshold: required for a {self.metric.value} check")
+        if (self.metric is Metric.PROMQL) != (self.query is not None):
+            raise ValueError("query: required for a promql check, and only there")
+        return self
+
+
+DEFAULT_STEPS: tuple[ShadowStep | WeightStep | PauseStep, ...] = (
+    ShadowStep(),
+    *(WeightStep(percent=p) for p in (5, 10, 25, 50, 100)),
+)
+DEFAULT_CHECKS: tuple[Check, ...] = (
+    Check(name="error-rate", metric=Metric.ERROR_RATE, threshold=0.10),
+    Check(name="latency-p95", metric=Metric.LATENCY_P95, threshold=0.20),
+    Check(name="satisfaction", metric=Metric.SATISFACTION, threshold=5.0),
+    Check(name="safety", metric=Metric.SAFETY),
+)
+
+
+class CandidateSpec(_Strict):
+    name: str = Field(pattern=NAME)
+    backend: str = Field(pattern=NAME)
+    model: str = Field(min_length=1)
+
+    def variant(self) -> Variant:
+        return Variant(name=self.name, backend=self.backend, model=self.model)
+
+
+class RolloutPlan(_Strict):
+    route: str = Field(pattern=NAME)
+    candidate: CandidateSpec
+    steps: tuple[Step, ...] = Field(default=DEFAULT_STEPS, min_length=1)
+    checks: tuple[Check, ...] = DEFAULT_CHECKS
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    min_samples: int = Field(default=200, ge=1)
+    evaluation_interval_s: float = Field(default=10.0, gt=0)
+    inconclusive_limit_s: float = Field(default=900.0, gt=0)
+
+    @model_validator(mode="after")
+    def _steps_only_go_forward(self) -> RolloutPlan:
+        last_weight, seen_weight = 0.0, False
+        for i, step in enumerate(self.steps):
+            if isinstance(step, ShadowStep) and seen_weight:
+                raise ValueError(f"steps.{i}: a shadow step must come before every weight step")
+            if isinstance(step, WeightStep):
+                if step.percent <= last_weight:
+                    raise ValueError(
+                        f"steps.{i}.percent: weights must rise ({step.percent:g} after "
+                        f"{last_weight:g})"
+                    )
+                last_weight, seen_weight = step.percent, True
+        names = [check.name for check in self.checks]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"checks: names must be unique ({', '.join(duplicates)})")
+        return self
+
+    @classmethod
+    def load(cls, path: Path) -> RolloutPlan:
+        """From a YAML (or JSON, which is YAML) file."""
+        return cls.model_validate(yaml.safe_load(path.read_text()))
