@@ -54,10 +54,6 @@ class Response:
         body = b"".join(parts)
         return body if limit is None else body[:limit]
 
-    @property
-    def complete(self) -> bool:
-        return self._connection.message_complete
-
 
 class _Connection(asyncio.Protocol):
     """One TCP connection: feeds httptools and hands the parsed parts to its reader."""
