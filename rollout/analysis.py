@@ -1,0 +1,440 @@
+"""Checks → verdict: is the candidate worse than stable, by more than the plan allows?
+
+Pure: the controller measures (I/O), this module only accumulates and assesses.
+
+Two kinds of evidence, kept apart on purpose:
+
+* **Fail** needs statistical confidence, and it is looked at every evaluation
+  interval for as long as a rollout runs. Repeated looks at a fixed-sample test
+  would roll back healthy candidates far more often than its nominal level, so
+  each statistical check keeps an *e-value*: a likelihood-ratio mixture that is
+  a (super)martingale while the candidate is within its threshold. By Ville's
+  inequality the chance that it ever reaches 1/alpha during a rollout, at any
+  number of looks, is at most alpha. `confidence` is for the whole rollout:
+  alpha = 1 - confidence is split evenly over the statistical checks, so a
+  healthy candidate is rolled back by chance with probability at most alpha.
+  Evidence accumulates over the whole attempt (every step), so traffic at 1%
+  and at 50% both count.
+* **Pass** is judged on the current step's window alone: enough samples, the
+  point estimate within the threshold, and no fail. Missing data, a silent
+  source or an estimate that looks worse without confidence are inconclusive:
+  the step waits, it never passes on them.
+
+The tests, by metric:
+
+* error rate: each interval, conditional on the interval's errors, how many of
+  them are the candidate's is binomial with a share fixed by the two request
+  counts and the rate ratio (exact for rare, Poisson-like errors). The
+  alternatives are ratios above 1 + threshold.
+* p95 latencies (total, first token, per output token): a candidate within the
+  threshold has at most 5% of its answers slower than (1 + threshold) times stable's
+  p95, so the count above that limit is binomial with p <= 0.05.
+* satisfaction (mean score in points, 0..100): a normal mixture sequential test
+  (mSPRT) on the difference in means, with the variance bound m(1 - m) of
+  scores in [0, 1].
+* safety: critical, no statistics, no sample minimum: one candidate incident fails.
+* PromQL: the query's value against its threshold, as measured.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from rollout.plan import Check, Metric, RolloutPlan
+from rollout.traffic import FULL_WEIGHT_BP
+from rollout.windows import Histogram, VariantWindow, Window
+
+# Alternatives the e-value mixes over, equally weighted. Wider grids react to
+# gross regressions sooner; denser ones near the threshold find marginal ones.
+ERROR_RATIO_GRID = (1.25, 1.5, 2.0, 3.0, 5.0, 10.0)  # times (1 + threshold)
+TAIL_SHARE_GRID = (0.075, 0.1, 0.15, 0.2, 0.3, 0.5)  # share above the limit; null 0.05
+TAIL_SHARE = 0.05  # the p95's tail
+SATISFACTION_MIXTURE_SD = 0.10  # mSPRT prior scale, in score units (10 points)
+MAX_LOG_EVIDENCE = 700.0  # e-values are capped below float overflow (and JSON's reach)
+
+STATISTICAL = frozenset({
+    Metric.ERROR_RATE,
+    Metric.LATENCY_P95,
+    Metric.TIME_TO_FIRST_TOKEN_P95,
+    Metric.TIME_PER_OUTPUT_TOKEN_P95,
+    Metric.SATISFACTION,
+})  # fmt: skip
+
+
+class Status(StrEnum):
+    PASS = "pass"
+    SKIPPED = "skipped"  # cannot be measured in this step (e.g. satisfaction in shadow)
+    INCONCLUSIVE = "inconclusive"
+    FAIL = "fail"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+
+_SEVERITY = {Status.PASS: 0, Status.SKIPPED: 0, Status.INCONCLUSIVE: 1, Status.FAIL: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One check's answer, with the figures behind it (for people and the audit log)."""
+
+    name: str
+    metric: Metric
+    status: Status
+    reason: str
+    candidate: float | None = None
+    stable: float | None = None
+    threshold: float | None = None
+    candidate_samples: float = 0.0
+    stable_samples: float = 0.0
+    evidence: float | None = None  # the e-value; fail at 1 / alpha
+    evidence_needed: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    results: tuple[CheckResult, ...] = ()
+    candidate_requests: float = 0.0  # in the current step
+
+    @property
+    def status(self) -> Status:
+        """Worst first: any fail fails, any inconclusive waits, else pass."""
+        if not self.results:
+            return Status.PASS
+        worst = max(self.results, key=lambda r: r.status.severity)
+        return Status.PASS if worst.status is Status.SKIPPED else worst.status
+
+    @property
+    def failures(self) -> tuple[CheckResult, ...]:
+        return tuple(r for r in self.results if r.status is Status.FAIL)
+
+    @property
+    def waiting_on(self) -> tuple[CheckResult, ...]:
+        return tuple(r for r in self.results if r.status is Status.INCONCLUSIVE)
+
+    @classmethod
+    def unavailable(cls, plan: RolloutPlan, why: str) -> Verdict:
+        """Every check inconclusive: the metric source did not answer."""
+        reason = f"no data: {why}"
+        return cls(
+            tuple(
+                CheckResult(c.name, c.metric, Status.INCONCLUSIVE, reason, threshold=c.threshold)
+                for c in plan.checks
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TailEvidence:
+    """Candidate answers above stable's limit (`hits`) out of `trials`."""
+
+    hits: float = 0.0
+    trials: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What a rollout attempt has seen so far; stored with the rollout, so it survives restarts."""
+
+    attempt: Window | None = None  # since the attempt started: every step
+    step: Window | None = None  # since the current step started
+    error_log_lr: tuple[float, ...] = (0.0,) * len(ERROR_RATIO_GRID)
+    tails: Mapping[str, TailEvidence] = field(default_factory=dict)  # by latency metric
+
+    def next_step(self) -> Evidence:
+        return replace(self, step=None)
+
+
+def _add(total: Window | None, interval: Window) -> Window:
+    return interval if total is None else total + interval
+
+
+# --- accumulating one interval --------------------------------------------------------------
+
+
+def accumulate(evidence: Evidence, plan: RolloutPlan, interval: Window) -> Evidence:
+    """Fold one evaluation interval into the evidence."""
+    step = _add(evidence.step, interval)
+    tails = dict(evidence.tails)
+    error_log_lr = evidence.error_log_lr
+    for check in plan.checks:
+        if check.metric is Metric.ERROR_RATE:
+            error_log_lr = _error_log_lr(error_log_lr, check.threshold, interval)
+        elif check.metric in _HISTOGRAM:
+            tails[check.metric.value] = _tail(
+                tails.get(check.metric.value, TailEvidence()), check, step, interval
+            )
+    return Evidence(_add(evidence.attempt, interval), step, error_log_lr, tails)
+
+
+def _error_log_lr(log_lr: tuple[float, ...], threshold: float, w: Window) -> tuple[float, ...]:
+    n_c, n_s = w.candidate.requests, w.stable.requests
+    k_c, k_s = w.candidate.errors, w.stable.errors
+    if n_c <= 0 or n_s <= 0 or k_c + k_s <= 0:
+        return log_lr
+    bound = 1.0 + threshold
+
+    def share(ratio: float) -> float:  # of the interval's errors expected from the candidate
+        return n_c * ratio / (n_c * ratio + n_s)
+
+    null = share(bound)
+    alternatives = (share(bound * m) for m in ERROR_RATIO_GRID)
+    return tuple(
+        acc + k_c * math.log(alt / null) + k_s * math.log((1 - alt) / (1 - null))
+        for acc, alt in zip(log_lr, alternatives, strict=True)
+    )
+
+
+def _histogram(v: VariantWindow, metric: Metric) -> Histogram:
+    return getattr(v, _HISTOGRAM[metric])
+
+
+_HISTOGRAM = {
+    Metric.LATENCY_P95: "latency",
+    Metric.TIME_TO_FIRST_TOKEN_P95: "ttft",
+    Metric.TIME_PER_OUTPUT_TOKEN_P95: "time_per_token",
+}
+
+
+def _tail(acc: TailEvidence, check: Check, step: Window, interval: Window) -> TailEvidence:
+    # Stable's p95 over the step so far: a large sample, so the limit is not noise.
+    stable_p95 = _histogram(step.stable, check.metric).quantile(1 - TAIL_SHARE)
+    candidate = _histogram(interval.candidate, check.metric)
+    if stable_p95 is None or candidate.total <= 0:
+        return acc
+    limit = (1.0 + check.threshold) * stable_p95
+    return TailEvidence(acc.hits + candidate.count_above(limit), acc.trials + candidate.total)
+
+
+# --- e-values -------------------------------------------------------------------------------
+
+
+def _mixture(log_lrs: tuple[float, ...]) -> float:
+    top = max(log_lrs)
+    if top > MAX_LOG_EVIDENCE:
+        return math.exp(MAX_LOG_EVIDENCE)
+    return sum(math.exp(x) for x in log_lrs) / len(log_lrs)
+
+
+def error_evalue(log_lr: tuple[float, ...]) -> float:
+    return _mixture(log_lr)
+
+
+def tail_evalue(tail: TailEvidence) -> float:
+    if tail.trials <= 0:
+        return 1.0
+    misses = tail.trials - tail.hits
+    return _mixture(tuple(
+        tail.hits * math.log(p / TAIL_SHARE) + misses * math.log((1 - p) / (1 - TAIL_SHARE))
+        for p in TAIL_SHARE_GRID
+    ))  # fmt: skip
+
+
+def _mean_and_variance(v: VariantWindow) -> tuple[float, float]:
+    mean = v.feedback_sum / v.feedback_count
+    smoothed = (v.feedback_sum + 0.5) / (
+        v.feedback_count + 1
+    )  # keeps 0/1-only scores from a zero variance
+    return mean, smoothed * (1 - smoothed) / v.feedback_count
+
+
+def satisfaction_evalue(threshold_points: float, w: Window) -> float:
+    """mSPRT (normal mixture): stable's mean exceeds the candidate's by more than the threshold."""
+    if w.candidate.feedback_count <= 0 or w.stable.feedback_count <= 0:
+        return 1.0
+    m_c, var_c = _mean_and_variance(w.candidate)
+    m_s, var_s = _mean_and_variance(w.stable)
+    excess = (m_s - m_c) - threshold_points / 100
+    if excess <= 0:
+        return 1.0
+    var, tau2 = var_c + var_s, SATISFACTION_MIXTURE_SD**2
+    exponent = tau2 * excess**2 / (2 * var * (var + tau2))
+    exponent = min(exponent, MAX_LOG_EVIDENCE)
+    return math.sqrt(var / (var + tau2)) * math.exp(exponent)
+
+
+# --- judging --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    """How the candidate meets users in the step being judged."""
+
+    shadow: bool  # mirrored copies only: nobody sees, so nobody scores, its answers
+    weight_bp: int  # at 100% stable serves nobody: there is nothing to compare with
+
+
+def judge(
+    plan: RolloutPlan,
+    evidence: Evidence,
+    exposure: Exposure,
+    custom: Mapping[str, float | None] | None = None,
+) -> Verdict:
+    """Every check of the plan against the evidence. `custom`: PromQL values by check name."""
+    alpha = (1 - plan.confidence) / max(1, sum(c.metric in STATISTICAL for c in plan.checks))
+    context = _Context(plan, evidence, exposure, 1 / alpha, custom or {})
+    step = evidence.step
+    requests = step.candidate.requests if step else 0.0
+    return Verdict(tuple(_judge_one(check, context) for check in plan.checks), requests)
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    plan: RolloutPlan
+    evidence: Evidence
+    exposure: Exposure
+    needed: float  # e-value at which a statistical check fails
+    custom: Mapping[str, float | None]
+
+
+def _judge_one(check: Check, ctx: _Context) -> CheckResult:
+    if check.metric is Metric.SAFETY:
+        return _safety(check, ctx)
+    if check.metric is Metric.PROMQL:
+        return _promql(check, ctx)
+    if check.metric is Metric.SATISFACTION and ctx.exposure.shadow:
+        return CheckResult(
+            check.name, check.metric, Status.SKIPPED, "shadow answers reach no user to score them"
+        )
+    if ctx.exposure.weight_bp >= FULL_WEIGHT_BP and not ctx.exposure.shadow:
+        return CheckResult(
+            check.name, check.metric, Status.SKIPPED,
+            "stable serves no traffic at 100%: nothing to compare with",
+        )  # fmt: skip
+    if check.metric is Metric.ERROR_RATE:
+        return _error_rate(check, ctx)
+    if check.metric is Metric.SATISFACTION:
+        return _satisfaction(check, ctx)
+    return _tail_check(check, ctx)
+
+
+def _decide(
+    check: Check,
+    ctx: _Context,
+    *,
+    evidence: float,
+    samples: tuple[float, float],
+    values: tuple[float | None, float | None],
+    within: bool | None,
+    unit: str,
+) -> CheckResult:
+    """The shared rule: fail on confidence, pass on enough samples within threshold, else wait."""
+    n_c, n_s = samples
+    total_c = _samples(check.metric, ctx.evidence.attempt.candidate) if ctx.evidence.attempt else 0
+    figures = dict(
+        candidate=values[0], stable=values[1], threshold=check.threshold,
+        candidate_samples=n_c, stable_samples=n_s, evidence=evidence, evidence_needed=ctx.needed,
+    )  # fmt: skip
+    minimum = ctx.plan.min_samples
+    if evidence >= ctx.needed and total_c >= minimum:
+        reason = f"candidate worse than stable by more than {_threshold(check)} ({unit}), "
+        reason += f"confidence {ctx.plan.confidence:.0%}"
+        return CheckResult(check.name, check.metric, Status.FAIL, reason, **figures)
+    if min(n_c, n_s) < minimum:
+        reason = f"waiting for samples: {n_c:.0f} candidate, {n_s:.0f} stable of {minimum} each"
+        return CheckResult(check.name, check.metric, Status.INCONCLUSIVE, reason, **figures)
+    if within is False:
+        reason = f"looks worse than {_threshold(check)} ({unit}) but not yet with confidence"
+        return CheckResult(check.name, check.metric, Status.INCONCLUSIVE, reason, **figures)
+    reason = f"within {_threshold(check)} ({unit})"
+    return CheckResult(check.name, check.metric, Status.PASS, reason, **figures)
+
+
+def _threshold(check: Check) -> str:
+    if check.metric is Metric.SATISFACTION:
+        return f"{check.threshold:g} points"
+    return f"{check.threshold:.0%}"
+
+
+def _samples(metric: Metric, v: VariantWindow) -> float:
+    if metric is Metric.ERROR_RATE:
+        return v.requests
+    if metric is Metric.SATISFACTION:
+        return v.feedback_count
+    return _histogram(v, metric).total
+
+
+def _step(ctx: _Context) -> Window:
+    return ctx.evidence.step or Window(VariantWindow(), VariantWindow(), 0.0, 0.0)
+
+
+def _error_rate(check: Check, ctx: _Context) -> CheckResult:
+    w = _step(ctx)
+    rate_c = w.candidate.errors / w.candidate.requests if w.candidate.requests else None
+    rate_s = w.stable.errors / w.stable.requests if w.stable.requests else None
+    within = None
+    if rate_c is not None and rate_s is not None:
+        within = rate_c <= (1 + check.threshold) * rate_s or rate_c == 0
+    return _decide(
+        check, ctx,
+        evidence=error_evalue(ctx.evidence.error_log_lr),
+        samples=(w.candidate.requests, w.stable.requests),
+        values=(rate_c, rate_s), within=within, unit="error rate",
+    )  # fmt: skip
+
+
+def _tail_check(check: Check, ctx: _Context) -> CheckResult:
+    w = _step(ctx)
+    h_c, h_s = _histogram(w.candidate, check.metric), _histogram(w.stable, check.metric)
+    p95_c, p95_s = h_c.quantile(1 - TAIL_SHARE), h_s.quantile(1 - TAIL_SHARE)
+    within = None
+    if p95_s is not None and h_c.total > 0:
+        within = h_c.count_above((1 + check.threshold) * p95_s) <= TAIL_SHARE * h_c.total
+    tail = ctx.evidence.tails.get(check.metric.value, TailEvidence())
+    return _decide(
+        check, ctx,
+        evidence=tail_evalue(tail), samples=(h_c.total, h_s.total),
+        values=(p95_c, p95_s), within=within, unit=f"{check.metric.value}, seconds",
+    )  # fmt: skip
+
+
+def _satisfaction(check: Check, ctx: _Context) -> CheckResult:
+    w = _step(ctx)
+    n_c, n_s = w.candidate.feedback_count, w.stable.feedback_count
+    mean_c = 100 * w.candidate.feedback_sum / n_c if n_c else None
+    mean_s = 100 * w.stable.feedback_sum / n_s if n_s else None
+    within = None if mean_c is None or mean_s is None else mean_c >= mean_s - check.threshold
+    attempt = ctx.evidence.attempt
+    return _decide(
+        check, ctx,
+        evidence=satisfaction_evalue(check.threshold, attempt) if attempt else 1.0,
+        samples=(n_c, n_s), values=(mean_c, mean_s), within=within, unit="mean score, points",
+    )  # fmt: skip
+
+
+def _safety(check: Check, ctx: _Context) -> CheckResult:
+    attempt, step = ctx.evidence.attempt, _step(ctx)
+    incidents = attempt.candidate.incidents if attempt else 0.0
+    figures = dict(
+        candidate=incidents, stable=attempt.stable.incidents if attempt else 0.0,
+        candidate_samples=step.candidate.requests, stable_samples=step.stable.requests,
+    )  # fmt: skip
+    if incidents > 0:
+        reason = (
+            f"{incidents:.0f} safety incident(s) in the candidate's answers: any one is critical"
+        )
+        return CheckResult(check.name, check.metric, Status.FAIL, reason, **figures)
+    if step.candidate.requests < ctx.plan.min_samples:
+        reason = f"no incident yet; waiting for {ctx.plan.min_samples} candidate answers"
+        return CheckResult(check.name, check.metric, Status.INCONCLUSIVE, reason, **figures)
+    reason = f"no incident in {step.candidate.requests:.0f} candidate answers"
+    return CheckResult(check.name, check.metric, Status.PASS, reason, **figures)
+
+
+def _promql(check: Check, ctx: _Context) -> CheckResult:
+    value = ctx.custom.get(check.name)
+    if value is None or math.isnan(value):
+        return CheckResult(
+            check.name, check.metric, Status.INCONCLUSIVE, "the query returned no data",
+            threshold=check.threshold,
+        )  # fmt: skip
+    status = Status.FAIL if value > check.threshold else Status.PASS
+    word = "above" if status is Status.FAIL else "within"
+    return CheckResult(
+        check.name, check.metric, status, f"{value:g} {word} the threshold {check.threshold:g}",
+        candidate=value, threshold=check.threshold,
+    )  # fmt: skip

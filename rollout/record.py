@@ -1,0 +1,88 @@
+"""A rollout as stored: plan (spec), status (facts), evidence, and the traffic derived from them.
+
+>>> rollout = Rollout.new("r1", plan, stable=Variant("base", "local", "tiny-llama"), now=0.0)
+>>> rollout.traffic().weight_bp   # shadow first: no user sees the candidate
+0
+>>> Rollout.from_json(rollout.to_json()) == rollout
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from pydantic import TypeAdapter
+
+from rollout.analysis import Evidence, Verdict
+from rollout.machine import AuditEvent, Phase, RolloutStatus, shadow_sample, weight_bp
+from rollout.plan import RolloutPlan
+from rollout.traffic import RouteTraffic, Variant
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    plan: RolloutPlan
+    stable: Variant  # the route's stable variant when the rollout was created
+    status: RolloutStatus
+    created_at: float
+    evidence: Evidence = field(default_factory=Evidence)
+    last_verdict: Verdict | None = None
+    evaluated_until: float | None = None  # the end of the last measured window
+    revision: int = 0  # the store's compare-and-swap counter; 0 = never stored
+
+    @property
+    def route(self) -> str:
+        return self.plan.route
+
+    @property
+    def rollout_id(self) -> str:
+        return self.status.rollout_id
+
+    @property
+    def candidate(self) -> Variant:
+        return self.plan.candidate.variant()
+
+    def with_status(self, status: RolloutStatus) -> Rollout:
+        """A new attempt (retry) starts its evidence afresh; a new step its step window."""
+        evidence = self.evidence
+        if status.attempt != self.status.attempt:
+            evidence = Evidence()
+        elif status.step != self.status.step:
+            evidence = evidence.next_step()
+        return replace(self, status=status, evidence=evidence)
+
+    def traffic(self) -> RouteTraffic:
+        """What the gateway routes by. After promotion the candidate is the route's stable."""
+        if self.status.phase is Phase.PROMOTED:
+            return RouteTraffic(self.route, self.candidate)
+        if self.status.phase is Phase.ABORTED:
+            return RouteTraffic(self.route, self.stable)
+        # Rolled back: weight 0 but the candidate stays named (and its adapter loaded), so a
+        # retry with the same rollout id brings the same users back at once.
+        return RouteTraffic(
+            self.route,
+            self.stable,
+            self.candidate,
+            rollout_id=self.rollout_id,
+            weight_bp=weight_bp(self.status, self.plan),
+            shadow_sample=shadow_sample(self.status, self.plan),
+        )
+
+    def to_json(self) -> bytes:
+        return _ROLLOUT.dump_json(self)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Rollout:
+        return _ROLLOUT.validate_json(data)
+
+
+_ROLLOUT = TypeAdapter(Rollout)
+_EVENT = TypeAdapter(AuditEvent)
+
+
+def event_to_json(event: AuditEvent) -> bytes:
+    return _EVENT.dump_json(event)
+
+
+def event_from_json(data: bytes | str) -> AuditEvent:
+    return _EVENT.validate_json(data)

@@ -1,0 +1,29 @@
+"""Where the controller reads what variants did: one small seam, two sources.
+
+`PrometheusSource` asks a Prometheus server over its HTTP query API (production,
+several gateway replicas); the gateway's in-process windows answer the same
+questions for the embedded default. A source that cannot answer raises
+`SourceUnavailable`: the checks then say inconclusive, never pass.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from rollout.windows import VariantWindow
+
+
+class SourceUnavailable(Exception):
+    """The metric source did not answer (down, timed out, or cannot run this query)."""
+
+
+class MetricSource(Protocol):
+    async def window(
+        self, route: str, variant: str, role: str, start: float, end: float
+    ) -> VariantWindow:
+        """What `variant` did in `role` on `route` between `start` and `end` (epoch seconds)."""
+        ...
+
+    async def value(self, query: str, at: float) -> float | None:
+        """A custom PromQL check's value at `at`; None when the query matches no series."""
+        ...
