@@ -6,6 +6,7 @@ Never a user, request or API key.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,10 +16,20 @@ from gateway.compare import Comparison
 from gateway.exchange import Exchange, Outcome
 from rollout.traffic import TrafficPlan
 
+
+def geometric_buckets(low: float, high: float, per_doubling: int = 4) -> tuple[float, ...]:
+    """Bounds from `low` past `high`, each 2**(1/per_doubling) (about 1.19) times the last.
+
+    The rollout's p95 checks ask what share of candidate answers is slower than
+    1.2 times stable's p95; buckets much wider than that ratio would blur the answer.
+    """
+    count = math.ceil(per_doubling * math.log2(high / low))
+    return tuple(float(f"{low * 2 ** (k / per_doubling):.4g}") for k in range(count + 1))
+
+
 # LLM latencies run from milliseconds (a cached short answer) to minutes (long generations).
-LATENCY_BUCKETS = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
-)  # fmt: skip
+LATENCY_BUCKETS = geometric_buckets(0.005, 300.0)
+PER_TOKEN_BUCKETS = geometric_buckets(0.0005, 2.5)
 TOKEN_GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 TOKENS_BUCKETS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -73,7 +84,7 @@ class GatewayMetrics:
         self.time_per_token = histogram(
             "time_per_output_token_seconds",
             "Latency per output token: compares variants of different verbosity.",
-            TOKEN_GAP_BUCKETS,
+            PER_TOKEN_BUCKETS,
         )
         self.finish = counter(
             "finish_reason_total", "Answers by finish reason.", (*VARIANT, "reason")
@@ -137,6 +148,10 @@ class GatewayMetrics:
         if x.finish_reason:
             self.finish.labels(*labels, x.finish_reason).inc()
 
+    def scored(self, route: str, variant: str, role: str, score: float) -> None:
+        """ExchangeSink: a user's score for an answer."""
+        self.feedback.labels(route, variant, role).observe(score)
+
     def compared(self, route: str, variant: str, c: Comparison) -> None:
         self.shadow_compared.labels(route, variant).inc()
         if c.candidate_error:
@@ -151,6 +166,22 @@ class GatewayMetrics:
         self.shadow_sample.clear()
         for t in plan.routes.values():
             self.weight.labels(t.route, t.stable.name, "stable").set(100 - t.weight_percent)
+            self._zero((t.route, t.stable.name, "stable"))
             if t.candidate is not None:
                 self.weight.labels(t.route, t.candidate.name, "candidate").set(t.weight_percent)
+                self._zero((t.route, t.candidate.name, "candidate"))
+                if t.shadow_sample:
+                    self._zero((t.route, t.candidate.name, "shadow"))
             self.shadow_sample.labels(t.route).set(t.shadow_sample)
+
+    def _zero(self, labels: tuple[str, str, str]) -> None:
+        """Export a variant's series at 0 before its first request.
+
+        Prometheus' increase() needs a sample before an event to see it: a
+        counter that first appears at 1 adds nothing, so a new candidate's
+        first errors would go unseen by the rollout's checks.
+        """
+        for outcome in (Outcome.OK, Outcome.ERROR):
+            self.requests.labels(*labels, outcome.value)
+        self._series(labels)
+        self.feedback.labels(*labels)

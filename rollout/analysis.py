@@ -15,10 +15,10 @@ Two kinds of evidence, kept apart on purpose:
   healthy candidate is rolled back by chance with probability at most alpha.
   Evidence accumulates over the whole attempt (every step), so traffic at 1%
   and at 50% both count.
-* **Pass** is judged on the current step's window alone: enough samples, the
-  point estimate within the threshold, and no fail. Missing data, a silent
-  source or an estimate that looks worse without confidence are inconclusive:
-  the step waits, it never passes on them.
+* **Pass** needs enough samples in the current step's window and evidence of
+  harm below halfway to a fail (on a log scale). Missing data, a silent source,
+  or evidence past halfway (the candidate looks worse, not yet with confidence)
+  are inconclusive: the step waits for more data, it never passes on them.
 
 The tests, by metric:
 
@@ -319,10 +319,9 @@ def _decide(
     evidence: float,
     samples: tuple[float, float],
     values: tuple[float | None, float | None],
-    within: bool | None,
     unit: str,
 ) -> CheckResult:
-    """The shared rule: fail on confidence, pass on enough samples within threshold, else wait."""
+    """The shared rule: fail on confidence, pass on enough samples and weak evidence, else wait."""
     n_c, n_s = samples
     total_c = _samples(check.metric, ctx.evidence.attempt.candidate) if ctx.evidence.attempt else 0
     figures = dict(
@@ -337,8 +336,8 @@ def _decide(
     if min(n_c, n_s) < minimum:
         reason = f"waiting for samples: {n_c:.0f} candidate, {n_s:.0f} stable of {minimum} each"
         return CheckResult(check.name, check.metric, Status.INCONCLUSIVE, reason, **figures)
-    if within is False:
-        reason = f"looks worse than {_threshold(check)} ({unit}) but not yet with confidence"
+    if evidence >= math.sqrt(ctx.needed):
+        reason = f"looks worse than {_threshold(check)} ({unit}), not yet with confidence"
         return CheckResult(check.name, check.metric, Status.INCONCLUSIVE, reason, **figures)
     reason = f"within {_threshold(check)} ({unit})"
     return CheckResult(check.name, check.metric, Status.PASS, reason, **figures)
@@ -366,14 +365,11 @@ def _error_rate(check: Check, ctx: _Context) -> CheckResult:
     w = _step(ctx)
     rate_c = w.candidate.errors / w.candidate.requests if w.candidate.requests else None
     rate_s = w.stable.errors / w.stable.requests if w.stable.requests else None
-    within = None
-    if rate_c is not None and rate_s is not None:
-        within = rate_c <= (1 + check.threshold) * rate_s or rate_c == 0
     return _decide(
         check, ctx,
         evidence=error_evalue(ctx.evidence.error_log_lr),
         samples=(w.candidate.requests, w.stable.requests),
-        values=(rate_c, rate_s), within=within, unit="error rate",
+        values=(rate_c, rate_s), unit="error rate",
     )  # fmt: skip
 
 
@@ -381,14 +377,11 @@ def _tail_check(check: Check, ctx: _Context) -> CheckResult:
     w = _step(ctx)
     h_c, h_s = _histogram(w.candidate, check.metric), _histogram(w.stable, check.metric)
     p95_c, p95_s = h_c.quantile(1 - TAIL_SHARE), h_s.quantile(1 - TAIL_SHARE)
-    within = None
-    if p95_s is not None and h_c.total > 0:
-        within = h_c.count_above((1 + check.threshold) * p95_s) <= TAIL_SHARE * h_c.total
     tail = ctx.evidence.tails.get(check.metric.value, TailEvidence())
     return _decide(
         check, ctx,
         evidence=tail_evalue(tail), samples=(h_c.total, h_s.total),
-        values=(p95_c, p95_s), within=within, unit=f"{check.metric.value}, seconds",
+        values=(p95_c, p95_s), unit=f"{check.metric.value}, seconds",
     )  # fmt: skip
 
 
@@ -397,12 +390,11 @@ def _satisfaction(check: Check, ctx: _Context) -> CheckResult:
     n_c, n_s = w.candidate.feedback_count, w.stable.feedback_count
     mean_c = 100 * w.candidate.feedback_sum / n_c if n_c else None
     mean_s = 100 * w.stable.feedback_sum / n_s if n_s else None
-    within = None if mean_c is None or mean_s is None else mean_c >= mean_s - check.threshold
     attempt = ctx.evidence.attempt
     return _decide(
         check, ctx,
         evidence=satisfaction_evalue(check.threshold, attempt) if attempt else 1.0,
-        samples=(n_c, n_s), values=(mean_c, mean_s), within=within, unit="mean score, points",
+        samples=(n_c, n_s), values=(mean_c, mean_s), unit="mean score, points",
     )  # fmt: skip
 
 

@@ -1,0 +1,166 @@
+"""The shared rollout store for several gateway replicas: Redis.
+
+    >>> store = RedisStore("redis://redis:6379/0")
+    >>> stored = await store.put(rollout, events)   # revision 0: the route must be new
+    >>> await store.changes()                        # what replicas poll
+    1
+
+Keys, under `prefix`:
+
+    {prefix}:rollout:{route}   hash: json, revision
+    {prefix}:events:{route}    list of audit events, oldest first, the last MAX_EVENTS
+    {prefix}:routes            set of routes with a rollout
+    {prefix}:changes           counter, incremented by every put and delete
+    {prefix}:lease             the controller lease's holder, expiring with its time to live
+
+Every write is one Lua script, so the revision check, the write, the events and
+the counter happen together or not at all, whichever replica runs first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+
+from rollout.machine import AuditEvent
+from rollout.record import Rollout, event_from_json, event_to_json
+from rollout.store import Conflict, StoreError
+
+MAX_EVENTS = 10_000  # per route; older events are trimmed
+TIMEOUT_S = 2.0
+RETRIES = 2  # then fail: the controller tries again on its next tick anyway
+
+# KEYS: rollout, events, routes, changes. ARGV: expected revision, json, route, events...
+# Returns the revision it found; the write happened if that is the expected one.
+_PUT = f"""
+local stored = tonumber(redis.call('HGET', KEYS[1], 'revision') or '0')
+if stored ~= tonumber(ARGV[1]) then return stored end
+redis.call('HSET', KEYS[1], 'json', ARGV[2], 'revision', stored + 1)
+redis.call('SADD', KEYS[3], ARGV[3])
+for i = 4, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+redis.call('LTRIM', KEYS[2], -{MAX_EVENTS}, -1)
+redis.call('INCR', KEYS[4])
+return stored
+"""
+
+# KEYS: rollout, routes, changes. ARGV: expected revision, route.
+_DELETE = """
+if redis.call('HGET', KEYS[1], 'revision') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('INCR', KEYS[3])
+return 1
+"""
+
+# KEYS: lease. ARGV: holder, ttl in milliseconds. Takes a free lease or renews our own.
+_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if holder then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: lease. ARGV: holder.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisStore:
+    """`RolloutStore` and `Lease` on one Redis server; replicas sharing `prefix` share state."""
+
+    def __init__(self, url: str, prefix: str = "rollgate") -> None:
+        self._prefix = prefix
+        self._redis = redis.Redis.from_url(
+            url,
+            socket_timeout=TIMEOUT_S,
+            socket_connect_timeout=TIMEOUT_S,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), RETRIES),
+        )
+        self._put = self._redis.register_script(_PUT)
+        self._delete = self._redis.register_script(_DELETE)
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._release = self._redis.register_script(_RELEASE)
+
+    async def get(self, route: str) -> Rollout | None:
+        with _translated():
+            json = await self._redis.hget(self._key("rollout", route), "json")
+        return Rollout.from_json(json) if json is not None else None
+
+    async def list(self) -> list[Rollout]:
+        with _translated():
+            routes = sorted(r.decode() for r in await self._redis.smembers(self._key("routes")))
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for route in routes:
+                    pipe.hget(self._key("rollout", route), "json")
+                found = await pipe.execute()
+        # A route deleted between the two reads has no json left: it is gone, not an error.
+        return [Rollout.from_json(json) for json in found if json is not None]
+
+    async def put(self, rollout: Rollout, events: Sequence[AuditEvent] = ()) -> Rollout:
+        stored = replace(rollout, revision=rollout.revision + 1)
+        route = rollout.route
+        keys = [
+            self._key("rollout", route),
+            self._key("events", route),
+            self._key("routes"),
+            self._key("changes"),
+        ]
+        args = [rollout.revision, stored.to_json(), route, *map(event_to_json, events)]
+        with _translated():
+            found = await self._put(keys, args)
+        if found != rollout.revision:
+            raise Conflict(f"route {route!r} is at revision {found}, not {rollout.revision}")
+        return stored
+
+    async def delete(self, route: str, revision: int) -> None:
+        keys = [self._key("rollout", route), self._key("routes"), self._key("changes")]
+        with _translated():
+            deleted = await self._delete(keys, [revision, route])
+        if not deleted:
+            raise Conflict(f"route {route!r} is not at revision {revision}")
+
+    async def history(self, route: str, limit: int = 100) -> list[AuditEvent]:
+        if limit <= 0:
+            return []  # LRANGE -0 -1 would read the whole list
+        with _translated():
+            found = await self._redis.lrange(self._key("events", route), -limit, -1)
+        return [event_from_json(json) for json in found]
+
+    async def changes(self) -> int:
+        with _translated():
+            value = await self._redis.get(self._key("changes"))
+        return int(value or 0)
+
+    async def acquire(self, holder: str, ttl_s: float) -> bool:
+        ttl_ms = max(1, round(ttl_s * 1000))
+        with _translated():
+            return bool(await self._acquire([self._key("lease")], [holder, ttl_ms]))
+
+    async def release(self, holder: str) -> None:
+        with _translated():
+            await self._release([self._key("lease")], [holder])
+
+    async def close(self) -> None:
+        with _translated():
+            await self._redis.aclose()
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self._prefix, *parts))
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Redis's errors (refused, timed out, script failed) become `StoreError` here only."""
+    try:
+        yield
+    except RedisError as exc:
+        raise StoreError(f"redis rollout store: {exc}") from exc
