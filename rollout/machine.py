@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from rollout.analysis import CheckResult, Status, Verdict
+from rollout.errors import CommandRejected
 from rollout.plan import PauseStep, RolloutPlan, ShadowStep, WeightStep
 from rollout.traffic import FULL_WEIGHT_BP
 
@@ -82,10 +83,6 @@ class Command:
     reason: str = ""
     percent: float | None = None  # set_weight
     full: bool = False  # promote straight to promoted
-
-
-class CommandRejected(Exception):
-    """The command does not apply in the rollout's current phase."""
 
 
 class EventKind(StrEnum):

@@ -9,6 +9,7 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from pydantic import TypeAdapter
@@ -16,7 +17,7 @@ from pydantic import TypeAdapter
 from rollout.analysis import Evidence, Verdict
 from rollout.machine import AuditEvent, Phase, RolloutStatus, shadow_sample, weight_bp
 from rollout.plan import RolloutPlan
-from rollout.traffic import RouteTraffic, Variant
+from rollout.traffic import RouteTraffic, TrafficPlan, Variant
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,15 @@ class Rollout:
     @classmethod
     def from_json(cls, data: bytes | str) -> Rollout:
         return _ROLLOUT.validate_json(data)
+
+
+def traffic_plan(base: TrafficPlan, rollouts: Iterable[Rollout], version: int) -> TrafficPlan:
+    """The configured routes with each rollout's traffic laid over its route."""
+    routes = dict(base.routes)
+    for rollout in rollouts:
+        if rollout.route in routes:  # a route removed from the config is not resurrected
+            routes[rollout.route] = rollout.traffic()
+    return TrafficPlan(routes, version)
 
 
 _ROLLOUT = TypeAdapter(Rollout)

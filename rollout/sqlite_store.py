@@ -6,7 +6,7 @@
     1
     >>> await store.put(rollout)                     # stale revision
     Traceback (most recent call last):
-    rollout.store.Conflict: ...
+    Conflict: route 'support' is at revision 1, not 0
 
 Every call opens its own connection in a worker thread, so the event loop never
 blocks on disk and no connection is shared between threads. Writes take the

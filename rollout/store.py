@@ -19,16 +19,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from rollout.errors import Conflict, StoreError
 from rollout.machine import AuditEvent
 from rollout.record import Rollout
 
-
-class StoreError(Exception):
-    """The store could not be read or written."""
-
-
-class Conflict(StoreError):
-    """The rollout changed since it was read: reload and decide again."""
+__all__ = ["Conflict", "Lease", "RolloutStore", "StoreError"]  # the errors belong to the seam
 
 
 class RolloutStore(Protocol):

@@ -1,0 +1,145 @@
+"""The admin API's rollout endpoints (mounted under `/admin`, behind the admin token).
+
+    POST /admin/rollouts                    apply a plan (201)
+    GET  /admin/rollouts                    every rollout, with each check's last verdict
+    GET  /admin/rollouts/{route}            one rollout
+    GET  /admin/rollouts/{route}/history    its audit events, oldest first
+    POST /admin/rollouts/{route}/weight     {"percent": 7.5}: set the weight and pause
+    POST /admin/rollouts/{route}/pause      {"reason": "..."}
+    POST /admin/rollouts/{route}/resume
+    POST /admin/rollouts/{route}/promote    {"full": false}: the next step, or straight to 100%
+    POST /admin/rollouts/{route}/abort      {"reason": "..."}
+    POST /admin/rollouts/{route}/retry
+
+The caller names itself in `X-Rollgate-Actor` (the CLI sends the user's login);
+the token authenticates, the actor is what the audit log records.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import asdict
+
+from fastapi import APIRouter, Header, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from rollout.machine import AuditEvent, Command, CommandKind, shadow_sample, step_label, weight_bp
+from rollout.plan import RolloutPlan
+from rollout.record import Rollout
+from rollout.service import RolloutService
+
+ACTOR_HEADER = "x-rollgate-actor"
+_ACTOR = re.compile(r"[^A-Za-z0-9@._ -]")
+
+
+class WeightIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    percent: float = Field(ge=0, le=100)
+
+
+class ReasonIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(default="", max_length=500)
+
+
+class PromoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    full: bool = False
+
+
+def actor_of(header: str | None) -> str:
+    """The caller's self-declared name, cut to a safe alphabet for logs and audit events."""
+    name = _ACTOR.sub("", header or "")[:64].strip()
+    return name or "admin"
+
+
+def rollout_view(r: Rollout) -> dict:
+    status, plan = r.status, r.plan
+    return {
+        "route": r.route,
+        "rollout_id": r.rollout_id,
+        "attempt": status.attempt,
+        "phase": status.phase.value,
+        "step": status.step,
+        "step_label": step_label(status, plan),
+        "steps": [s.label for s in plan.steps],
+        "weight_percent": weight_bp(status, plan) / 100,
+        "shadow_sample": shadow_sample(status, plan),
+        "stable": asdict(r.stable),
+        "candidate": asdict(r.candidate),
+        "hold": asdict(status.hold) if status.hold else None,
+        "waiting_since": status.waiting_since,
+        "reason": status.reason,
+        "created_at": r.created_at,
+        "step_started_at": status.step_started_at,
+        "evaluated_until": r.evaluated_until,
+        "verdict": r.last_verdict.status.value if r.last_verdict else None,
+        "checks": [asdict(c) for c in r.last_verdict.results] if r.last_verdict else [],
+        "revision": r.revision,
+        "plan": plan.model_dump(mode="json"),
+    }
+
+
+def event_view(e: AuditEvent) -> dict:
+    return asdict(e)
+
+
+def admin_router(service: Callable[[], RolloutService]) -> APIRouter:
+    router = APIRouter(prefix="/admin/rollouts", tags=["rollouts"])
+
+    async def command(route: str, kind: CommandKind, actor: str | None, **fields) -> dict:
+        cmd = Command(kind, actor_of(actor), **fields)
+        return rollout_view(await service().command(route, cmd))
+
+    @router.post("", status_code=201)
+    async def apply(plan: RolloutPlan, x_rollgate_actor: str | None = Header(None)) -> dict:
+        return rollout_view(await service().apply(plan, actor_of(x_rollgate_actor)))
+
+    @router.get("")
+    async def list_rollouts() -> dict:
+        return {"rollouts": [rollout_view(r) for r in await service().list()]}
+
+    @router.get("/{route}")
+    async def get(route: str) -> dict:
+        return rollout_view(await service().get(route))
+
+    @router.get("/{route}/history")
+    async def history(route: str, limit: int = Query(100, ge=1, le=10_000)) -> dict:
+        await service().get(route)  # 404 for a route that never had a rollout
+        return {"events": [event_view(e) for e in await service().history(route, limit)]}
+
+    @router.post("/{route}/weight")
+    async def set_weight(route: str, body: WeightIn, x_rollgate_actor: str | None = Header(None)):
+        return await command(route, CommandKind.SET_WEIGHT, x_rollgate_actor, percent=body.percent)
+
+    @router.post("/{route}/pause")
+    async def pause(
+        route: str, body: ReasonIn | None = None, x_rollgate_actor: str | None = Header(None)
+    ) -> dict:
+        reason = body.reason if body else ""
+        return await command(route, CommandKind.PAUSE, x_rollgate_actor, reason=reason)
+
+    @router.post("/{route}/resume")
+    async def resume(route: str, x_rollgate_actor: str | None = Header(None)) -> dict:
+        return await command(route, CommandKind.RESUME, x_rollgate_actor)
+
+    @router.post("/{route}/promote")
+    async def promote(
+        route: str, body: PromoteIn | None = None, x_rollgate_actor: str | None = Header(None)
+    ) -> dict:
+        full = body.full if body else False
+        return await command(route, CommandKind.PROMOTE, x_rollgate_actor, full=full)
+
+    @router.post("/{route}/abort")
+    async def abort(
+        route: str, body: ReasonIn | None = None, x_rollgate_actor: str | None = Header(None)
+    ) -> dict:
+        reason = body.reason if body else ""
+        return await command(route, CommandKind.ABORT, x_rollgate_actor, reason=reason)
+
+    @router.post("/{route}/retry")
+    async def retry(route: str, x_rollgate_actor: str | None = Header(None)) -> dict:
+        return await command(route, CommandKind.RETRY, x_rollgate_actor)
+
+    return router

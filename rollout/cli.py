@@ -1,0 +1,254 @@
+"""`rollgate`: the SRE's command line over the admin API.
+
+    export ROLLGATE_URL=http://127.0.0.1:8080 ROLLGATE_ADMIN_TOKEN=...
+    rollgate apply -f plan.yaml
+    rollgate get support --watch
+    rollgate set-weight support 2.5
+    rollgate promote support --full
+
+Exit codes: 0 done; 1 the API refused (the message says why); 2 bad usage or
+plan file; 3 the gateway could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+TERMINAL = {"promoted", "aborted", "rolled_back"}
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class AdminClient:
+    def __init__(self, url: str, token: str | None, actor: str, transport=None) -> None:
+        headers = {"x-rollgate-actor": actor}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"), headers=headers, timeout=10.0, transport=transport
+        )
+
+    def call(self, method: str, path: str, body: Any = None, **params) -> dict:
+        try:
+            response = self._http.request(
+                method, f"/admin/rollouts{path}", json=body, params=params
+            )
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot reach {self._http.base_url}: {exc}", EXIT_UNREACHABLE) from exc
+        try:
+            data = response.json()
+        except ValueError:
+            data = {"error": {"message": response.text[:200]}}
+        if response.status_code >= 400:
+            message = data.get("error", {}).get("message") if isinstance(data, dict) else None
+            raise CliError(
+                f"{response.status_code}: {message or response.reason_phrase}", EXIT_REFUSED
+            )
+        return data
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def _num(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}{unit}"
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S")
+
+
+def render_rollout(r: dict) -> str:
+    steps = " → ".join(
+        f"[{label}]" if i == r["step"] and r["phase"] != "promoted" else label
+        for i, label in enumerate(r["steps"])
+    )
+    lines = [
+        f"route {r['route']}   rollout {r['rollout_id']} (attempt {r['attempt']})",
+        f"{r['stable']['name']} (stable) → {r['candidate']['name']} (candidate)",
+        f"phase {r['phase'].upper()}   weight {r['weight_percent']:g}%   "
+        f"shadow {r['shadow_sample']:g}   steps {steps}",
+    ]
+    if r["reason"]:
+        lines.append(f"why: {r['reason']}")
+    if r["checks"]:
+        rows = [("CHECK", "STATUS", "CANDIDATE", "STABLE", "THRESHOLD", "SAMPLES", "REASON")]
+        rows += [
+            (
+                c["name"],
+                c["status"].upper(),
+                _num(c["candidate"]),
+                _num(c["stable"]),
+                _num(c["threshold"]),
+                f"{c['candidate_samples']:.0f}/{c['stable_samples']:.0f}",
+                c["reason"],
+            )
+            for c in r["checks"]
+        ]
+        lines += ["", _table(rows)]
+    return "\n".join(lines)
+
+
+def render_status(rollouts: list[dict]) -> str:
+    if not rollouts:
+        return "no rollouts"
+    rows = [("ROUTE", "ROLLOUT", "PHASE", "STEP", "WEIGHT", "CANDIDATE", "VERDICT")]
+    rows += [
+        (
+            r["route"],
+            r["rollout_id"],
+            r["phase"],
+            r["step_label"],
+            f"{r['weight_percent']:g}%",
+            r["candidate"]["name"],
+            r["verdict"] or "-",
+        )
+        for r in rollouts
+    ]
+    return _table(rows)
+
+
+def render_history(events: list[dict]) -> str:
+    rows = [("TIME", "EVENT", "BY", "STEP", "WEIGHT", "RULE", "REASON")]
+    rows += [
+        (
+            _when(e["at"]),
+            e["kind"],
+            e["actor"],
+            f"{e['from_step']} → {e['to_step']}",
+            f"{e['from_weight']:g}% → {e['to_weight']:g}%",
+            e["rule"] or "-",
+            e["reason"],
+        )
+        for e in events
+    ]
+    return _table(rows)
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def _plan_file(path: Path) -> dict:
+    try:
+        plan = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise CliError(f"cannot read the plan {path}: {exc}", EXIT_USAGE) from exc
+    if not isinstance(plan, dict):
+        raise CliError(f"{path}: a plan is a mapping (route, candidate, steps, checks)", EXIT_USAGE)
+    return plan
+
+
+def run(args: argparse.Namespace, client: AdminClient, out) -> int:
+    as_json = args.output == "json"
+
+    def show(data: dict, render) -> None:
+        print(json.dumps(data, indent=2) if as_json else render(data), file=out)
+
+    def act(path: str, body: Any = None) -> None:
+        show(client.call("POST", f"/{args.route}/{path}", body), render_rollout)
+
+    match args.command:
+        case "status":
+            show(client.call("GET", ""), lambda d: render_status(d["rollouts"]))
+        case "get" if args.watch:
+            while True:
+                rollout = client.call("GET", f"/{args.route}")
+                if not as_json:
+                    print("\x1b[2J\x1b[H", end="", file=out)  # a live table: clear and redraw
+                show(rollout, render_rollout)
+                if rollout["phase"] in TERMINAL:
+                    return 0
+                time.sleep(args.interval)
+        case "get":
+            show(client.call("GET", f"/{args.route}"), render_rollout)
+        case "apply":
+            show(client.call("POST", "", _plan_file(args.file)), render_rollout)
+        case "history":
+            events = client.call("GET", f"/{args.route}/history", limit=args.limit)
+            show(events, lambda d: render_history(d["events"]))
+        case "set-weight":
+            act("weight", {"percent": args.percent})
+        case "pause" | "abort":
+            act(args.command, {"reason": args.reason})
+        case "resume" | "retry":
+            act(args.command)
+        case "promote":
+            act("promote", {"full": args.full})
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rollgate", description="Steer rollouts through the admin API."
+    )
+    p.add_argument("--url", default=os.environ.get("ROLLGATE_URL", "http://127.0.0.1:8080"))
+    p.add_argument("--token", help="admin token (default: $ROLLGATE_ADMIN_TOKEN)")
+    p.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="every rollout")
+    get = sub.add_parser("get", help="one rollout with its checks")
+    get.add_argument("route")
+    get.add_argument("--watch", "-w", action="store_true", help="redraw until it ends")
+    get.add_argument("--interval", type=float, default=2.0)
+    apply = sub.add_parser("apply", help="start a rollout from a plan file")
+    apply.add_argument("-f", "--file", type=Path, required=True)
+    history = sub.add_parser("history", help="audit events")
+    history.add_argument("route")
+    history.add_argument("--limit", type=int, default=100)
+    weight = sub.add_parser("set-weight", help="set the candidate's weight and pause")
+    weight.add_argument("route")
+    weight.add_argument("percent", type=float)
+    for name, text in (("pause", "pause"), ("abort", "roll back for good")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("route")
+        cmd.add_argument("--reason", default="")
+    for name, text in (("resume", "resume"), ("retry", "start again after a rollback")):
+        sub.add_parser(name, help=text).add_argument("route")
+    promote = sub.add_parser("promote", help="go to the next step")
+    promote.add_argument("route")
+    promote.add_argument("--full", action="store_true", help="straight to 100%% and promoted")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, transport=None) -> int:
+    args = parser().parse_args(argv)
+    token = args.token or os.environ.get("ROLLGATE_ADMIN_TOKEN")
+    client = AdminClient(args.url, token, getpass.getuser(), transport)
+    try:
+        return run(args, client, sys.stdout)
+    except CliError as exc:
+        print(f"rollgate: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""The loops: the leader evaluates rollouts; every replica follows the store's traffic.
+
+`Controller.tick` does I/O in one order: take or renew the lease, load,
+measure, decide, compare-and-swap the rollout, then publish and notify. A
+replica without the lease only follows (`TrafficSync`), so exactly one
+controller decides, and a lost race simply waits for the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+
+from rollout.analysis import Exposure, Verdict, accumulate, judge
+from rollout.errors import Conflict, StoreError
+from rollout.machine import decide, weight_bp
+from rollout.plan import Metric, ShadowStep
+from rollout.record import Rollout, traffic_plan
+from rollout.service import Clock, OnChange
+from rollout.source import MetricSource, SourceUnavailable
+from rollout.store import Lease, RolloutStore
+from rollout.traffic import TrafficPlan
+from rollout.windows import Window
+
+log = logging.getLogger("rollgate.controller")
+
+MAX_WINDOW_S = 3600.0  # a controller back from a long outage measures at most the last hour
+
+
+def exposure(rollout: Rollout) -> Exposure:
+    step = rollout.plan.steps[rollout.status.step]
+    return Exposure(isinstance(step, ShadowStep), weight_bp(rollout.status, rollout.plan))
+
+
+async def measure(source: MetricSource, rollout: Rollout, start: float, end: float) -> Window:
+    """Stable and candidate over the same interval; in shadow the candidate's mirrored copies."""
+    role = "shadow" if exposure(rollout).shadow else "candidate"
+    stable, candidate = await asyncio.gather(
+        source.window(rollout.route, rollout.stable.name, "stable", start, end),
+        source.window(rollout.route, rollout.candidate.name, role, start, end),
+    )
+    return Window(stable, candidate, start, end)
+
+
+async def custom_values(
+    source: MetricSource, rollout: Rollout, at: float
+) -> dict[str, float | None]:
+    checks = [c for c in rollout.plan.checks if c.metric is Metric.PROMQL]
+    values = await asyncio.gather(*(
+        source.value(c.query.replace("$variant", rollout.candidate.name), at) for c in checks
+    ))  # fmt: skip
+    return {c.name: v for c, v in zip(checks, values, strict=True)}
+
+
+async def evaluate(source: MetricSource, rollout: Rollout, now: float) -> tuple[Rollout, list]:
+    """Measure the interval since the last evaluation, judge it, and decide."""
+    start = max(rollout.evaluated_until or rollout.created_at, now - MAX_WINDOW_S)
+    plan = rollout.plan
+    try:
+        window = await measure(source, rollout, start, now)
+        custom = await custom_values(source, rollout, now)
+    except SourceUnavailable as exc:
+        # Nothing measured: the window stays open, so the next answer covers the gap.
+        verdict = Verdict.unavailable(plan, str(exc))
+        status, events = decide(rollout.status, plan, verdict, None, now)
+        return replace(rollout, last_verdict=verdict).with_status(status), events
+    evidence = accumulate(rollout.evidence, plan, window)
+    verdict = judge(plan, evidence, exposure(rollout), custom)
+    status, events = decide(rollout.status, plan, verdict, None, now)
+    measured = replace(rollout, evidence=evidence, last_verdict=verdict, evaluated_until=now)
+    return measured.with_status(status), events
+
+
+class Controller:
+    def __init__(
+        self,
+        store: RolloutStore,
+        lease: Lease,
+        source: MetricSource,
+        clock: Clock,
+        on_change: OnChange,
+        *,
+        holder: str,
+        lease_ttl_s: float = 5.0,
+        on_leadership: Callable[[bool], None] = lambda _: None,
+    ) -> None:
+        self._store, self._lease, self._source = store, lease, source
+        self._clock, self._on_change = clock, on_change
+        self.holder, self._ttl = holder, lease_ttl_s
+        self._on_leadership = on_leadership
+        self._next_due: dict[str, float] = {}
+        self.leader = False
+
+    async def tick(self) -> None:
+        try:
+            leader = await self._lease.acquire(self.holder, self._ttl)
+        except StoreError as exc:
+            log.warning("lease: %s", exc)
+            leader = False
+        if leader != self.leader:
+            log.info("controller %s %s the lease", self.holder, "took" if leader else "lost")
+            self.leader = leader
+            self._on_leadership(leader)
+        if not leader:
+            return
+        for rollout in await self._store.list():
+            await self._maybe_evaluate(rollout)
+
+    async def _maybe_evaluate(self, rollout: Rollout) -> None:
+        now = self._clock()
+        if not rollout.status.phase.active or now < self._next_due.get(rollout.rollout_id, 0.0):
+            return
+        # Paced in memory, so a silent source is asked once per interval, not once per tick.
+        self._next_due[rollout.rollout_id] = now + rollout.plan.evaluation_interval_s
+        if rollout.evaluated_until is None and now - rollout.created_at < 1.0:
+            return  # nothing to measure yet
+        updated, events = await evaluate(self._source, rollout, now)
+        try:
+            stored = await self._store.put(updated, events)
+        except Conflict:
+            return  # an SRE's command landed first; evaluate the fresh state next tick
+        await self._on_change(stored, events)
+
+    async def run(self, interval_s: float) -> None:
+        while True:
+            try:
+                await self.tick()
+            except StoreError as exc:
+                log.warning("controller tick: %s", exc)
+            await asyncio.sleep(interval_s)
+
+    async def resign(self) -> None:
+        with contextlib.suppress(StoreError):
+            await self._lease.release(self.holder)
+
+
+class TrafficSync:
+    """Keeps this replica's routing in step with the store (every replica runs one)."""
+
+    def __init__(
+        self,
+        store: RolloutStore,
+        base: TrafficPlan,
+        publish: Callable[[TrafficPlan, list[Rollout]], None],
+    ) -> None:
+        self._store, self._base, self._publish = store, base, publish
+        self._seen: int | None = None
+        self._version = base.version
+
+    async def refresh(self, force: bool = False) -> None:
+        changes = await self._store.changes()
+        if changes == self._seen and not force:
+            return
+        self._seen = changes
+        rollouts = await self._store.list()
+        self._version += 1
+        self._publish(traffic_plan(self._base, rollouts, self._version), rollouts)
+
+    async def run(self, interval_s: float) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except StoreError as exc:
+                # The gateway keeps routing by the last plan it saw.
+                log.warning("traffic sync: %s", exc)
+            await asyncio.sleep(interval_s)
