@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Protocol
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -30,6 +32,20 @@ from gateway.services import Services
 from gateway.settings import GatewaySettings
 from gateway.shadow import PairSample, ShadowMirror
 from gateway.upstream import Backend, Timeouts
+from rollout.errors import RolloutError
+from rollout.traffic import TrafficPlan
+
+
+class ControlPlaneHook(Protocol):
+    """What the gateway needs of an embedded control plane (rollout.control_plane.ControlPlane)."""
+
+    def router(self) -> APIRouter: ...
+
+    async def start(
+        self, publish: Callable[[TrafficPlan], None], base: TrafficPlan, backends: frozenset[str]
+    ) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class FeedbackIn(BaseModel):
@@ -50,6 +66,14 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error.body(), status_code=422)
 
 
+async def _rollout_error(_: Request, exc: RolloutError) -> JSONResponse:
+    kind = re.sub(
+        r"(?<!^)(?=[A-Z])", "_", type(exc).__name__
+    ).lower()  # RolloutNotFound: rollout_not_found
+    body = {"error": {"message": str(exc), "type": kind, "param": None, "code": exc.status}}
+    return JSONResponse(body, status_code=exc.status)
+
+
 async def _unexpected(request: Request, _: Exception) -> JSONResponse:
     return internal_error_response(request.url.path)
 
@@ -65,7 +89,7 @@ def build_services(
 ) -> Services:
     timeouts = Timeouts(connect=settings.connect_timeout, read=settings.read_timeout)
     backends = {n: Backend(n, b.url, timeouts, b.api_key()) for n, b in routes.backends.items()}
-    metrics = GatewayMetrics(registry)
+    metrics = GatewayMetrics(registry, safety.rules)
     recorder = Recorder(metrics, safety, sinks)
     table = RoutingTable(routes.plan())
     table.subscribe(metrics.publish)
@@ -92,6 +116,7 @@ def create_app(
     rng: random.Random | None = None,
     safety: SafetyChecker | None = None,
     sinks: Sequence[ExchangeSink] = (),
+    control_plane: ControlPlaneHook | None = None,
 ) -> FastAPI:
     registry = registry or CollectorRegistry()
     services = build_services(
@@ -109,9 +134,15 @@ def create_app(
         for backend in services.backends.values():
             await backend.start()
         services.shadow.start()
+        if control_plane is not None:
+            # Reconciled from the store before the first request is served.
+            base = routes.plan()
+            await control_plane.start(services.table.publish, base, frozenset(services.backends))
         try:
             yield
         finally:
+            if control_plane is not None:
+                await control_plane.stop()
             await services.shadow.stop()
             for backend in services.backends.values():
                 await backend.close()
@@ -121,6 +152,7 @@ def create_app(
     app.state.registry = registry
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(RolloutError, _rollout_error)
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(ChatFastPath)
 
@@ -164,13 +196,13 @@ def create_app(
             raise NotFound(
                 f"no answer with id {body.request_id!r} (unknown or expired)", param="request_id"
             )
-        services.recorder.metrics.feedback.labels(
-            served.route, served.variant, served.role
-        ).observe(body.score)
+        services.recorder.scored(served, body.score)
         return {"request_id": body.request_id, "route": served.route, "variant": served.variant}
 
     @app.get("/admin/shadow-pairs", dependencies=[Depends(require_admin)])
     async def shadow_pairs(route: str | None = None) -> dict:
         return {"pairs": [p.public() for p in services.shadow.pairs.list(route)]}
 
+    if control_plane is not None:
+        app.include_router(control_plane.router(), dependencies=[Depends(require_admin)])
     return app

@@ -1,8 +1,8 @@
 """One attempt at one variant, measured as it happens.
 
 The proxy fills an `Exchange` while it forwards; when the attempt ends, the
-finished record goes to every `ExchangeSink` (Prometheus metrics now, the
-controller's in-process windows later).
+finished record goes to every `ExchangeSink` (Prometheus metrics and the
+controller's in-process windows), and so do users' scores for the answers.
 """
 
 from __future__ import annotations
@@ -77,4 +77,12 @@ class Exchange:
 
 
 class ExchangeSink(Protocol):
-    def record(self, exchange: Exchange) -> None: ...
+    """Where the `Recorder` sends what it learns: finished attempts and users' scores."""
+
+    def record(self, exchange: Exchange) -> None:
+        """One finished attempt, after the safety check has set `exchange.incident`."""
+        ...
+
+    def scored(self, route: str, variant: str, role: str, score: float) -> None:
+        """A user's score (0..1) for an answer `variant` served in `role`."""
+        ...

@@ -7,6 +7,7 @@ Never a user, request or API key.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,8 @@ class _VariantSeries:
 
 
 class GatewayMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, safety_rules: Sequence[str] = ()) -> None:
+        self._safety_rules = tuple(safety_rules)
         self._by_variant: dict[tuple[str, str, str], _VariantSeries] = {}
 
         def counter(name: str, doc: str, labels=VARIANT) -> Counter:
@@ -183,5 +185,7 @@ class GatewayMetrics:
         """
         for outcome in (Outcome.OK, Outcome.ERROR):
             self.requests.labels(*labels, outcome.value)
-        self._series(labels)
+        for rule in self._safety_rules:
+            self.safety.labels(*labels, rule)
         self.feedback.labels(*labels)
+        self._series(labels)

@@ -1,11 +1,15 @@
-"""Where finished attempts go: the safety check, then metrics and any other sinks."""
+"""Where finished attempts and users' scores go: metrics and any other sinks.
+
+Every finished attempt passes the safety check first, so sinks see its incident.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway.exchange import Exchange, ExchangeSink, Outcome
+from gateway.feedback import Served
 from gateway.metrics import GatewayMetrics
 from gateway.safety import SafetyChecker
 
@@ -32,8 +36,16 @@ class Recorder:
                     incident.rule, x.route, x.variant, x.role_label, x.request_id,
                 )  # fmt: skip
         self.metrics.record(x)
+        self._tell_sinks(lambda sink: sink.record(x))
+
+    def scored(self, served: Served, score: float) -> None:
+        """A user's score (0..1) for the answer `served` describes."""
+        self.metrics.scored(served.route, served.variant, served.role, score)
+        self._tell_sinks(lambda sink: sink.scored(served.route, served.variant, served.role, score))
+
+    def _tell_sinks(self, tell: Callable[[ExchangeSink], None]) -> None:
         for sink in self._sinks:
             try:
-                sink.record(x)
+                tell(sink)
             except Exception:  # a broken sink must not fail the client's request
                 log.exception("exchange sink %r failed", sink)

@@ -19,6 +19,8 @@ class Incident:
 
 
 class SafetyChecker(Protocol):
+    rules: tuple[str, ...]  # every rule an incident can name: its series exist before it fires
+
     def check(self, text: str) -> Incident | None: ...
 
 
@@ -29,6 +31,7 @@ class DenyPatterns:
 
     def __init__(self, patterns: Mapping[str, str]) -> None:
         self._patterns = [(rule, re.compile(p, re.IGNORECASE)) for rule, p in patterns.items()]
+        self.rules = tuple(patterns)
 
     def check(self, text: str) -> Incident | None:
         for rule, pattern in self._patterns:

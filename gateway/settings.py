@@ -25,3 +25,12 @@ class GatewaySettings(BaseSettings):
     feedback_capacity: int = Field(default=100_000, ge=1)
     deny_patterns: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_DENY_PATTERNS))
     admin_token: SecretStr | None = None
+    # The embedded control plane. `state`: a SQLite file, or redis://host:port/db for several
+    # replicas. Without `prometheus_url` the controller reads this gateway's own windows.
+    control_plane: bool = True
+    state: str = ".rollgate/state.db"
+    prometheus_url: str | None = None
+    webhooks: list[str] = Field(default_factory=list)
+    controller_tick_s: float = Field(default=1.0, gt=0)
+    state_poll_s: float = Field(default=0.25, gt=0)
+    lease_ttl_s: float = Field(default=5.0, gt=0)

@@ -106,6 +106,7 @@ class ControlPlane:
         if self.controller is not None:
             await self.controller.resign()  # a successor need not wait for the lease to lapse
         await self.webhooks.stop()
+        await self._source.close()
         await self.store.close()
 
     async def _changed(self, rollout: Rollout, events: Sequence[AuditEvent]) -> None:

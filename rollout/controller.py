@@ -113,10 +113,10 @@ class Controller:
         now = self._clock()
         if not rollout.status.phase.active or now < self._next_due.get(rollout.rollout_id, 0.0):
             return
-        # Paced in memory, so a silent source is asked once per interval, not once per tick.
-        self._next_due[rollout.rollout_id] = now + rollout.plan.evaluation_interval_s
         if rollout.evaluated_until is None and now - rollout.created_at < 1.0:
             return  # nothing to measure yet
+        # Paced in memory, so a silent source is asked once per interval, not once per tick.
+        self._next_due[rollout.rollout_id] = now + rollout.plan.evaluation_interval_s
         updated, events = await evaluate(self._source, rollout, now)
         try:
             stored = await self._store.put(updated, events)
@@ -149,15 +149,18 @@ class TrafficSync:
         self._store, self._base, self._publish = store, base, publish
         self._seen: int | None = None
         self._version = base.version
+        # One refresh at a time: a caller that returns has seen every write before its call.
+        self._lock = asyncio.Lock()
 
     async def refresh(self, force: bool = False) -> None:
-        changes = await self._store.changes()
-        if changes == self._seen and not force:
-            return
-        self._seen = changes
-        rollouts = await self._store.list()
-        self._version += 1
-        self._publish(traffic_plan(self._base, rollouts, self._version), rollouts)
+        async with self._lock:
+            changes = await self._store.changes()
+            if changes == self._seen and not force:
+                return
+            rollouts = await self._store.list()
+            self._seen = changes
+            self._version += 1
+            self._publish(traffic_plan(self._base, rollouts, self._version), rollouts)
 
     async def run(self, interval_s: float) -> None:
         while True:

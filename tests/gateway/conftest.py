@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +12,8 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.app import create_app
+from gateway.app import ControlPlaneHook, create_app
+from gateway.exchange import ExchangeSink
 from gateway.routes import RoutesFile
 from gateway.services import Services
 from gateway.settings import GatewaySettings
@@ -60,6 +61,8 @@ def make_stack() -> Iterator:
             stable: Faults | None = None,
             candidate: Faults | None = None,
             down: set[str] = frozenset(),
+            sinks: Sequence[ExchangeSink] = (),
+            control_plane: ControlPlaneHook | None = None,
             **options,
         ) -> Stack:
             """`down` names backends with nothing listening ("stable", "candidate")."""
@@ -86,6 +89,8 @@ def make_stack() -> Iterator:
                 routes(stable_url, candidate_url, **route),
                 registry=registry,
                 rng=random.Random(7),
+                sinks=sinks,
+                control_plane=control_plane,
             )
             url = stack.enter_context(serving(app))
             http = stack.enter_context(httpx.Client(base_url=url, timeout=30))

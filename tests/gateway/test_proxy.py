@@ -116,15 +116,17 @@ def test_a_failing_sink_does_not_fail_the_request(make_stack):
         def record(self, exchange):
             raise RuntimeError("sink down")
 
-    stack = make_stack()
-    stack.services.recorder._sinks = (Broken(),)
-    assert chat(stack).status_code == 200
-    assert (
-        stack.metric(
-            "rollgate_requests_total", route="support", variant="base", role="stable", outcome="ok"
-        )
-        == 1
-    )
+        def scored(self, route, variant, role, score):
+            raise RuntimeError("sink down")
+
+    stack = make_stack(sinks=[Broken()])
+    response = chat(stack)
+    assert response.status_code == 200
+    labels = {"route": "support", "variant": "base", "role": "stable"}
+    assert stack.metric("rollgate_requests_total", outcome="ok", **labels) == 1
+    feedback = {"request_id": response.headers["x-request-id"], "score": 1}
+    assert stack.http.post("/v1/feedback", json=feedback).status_code == 200
+    assert stack.metric("rollgate_feedback_score_count", **labels) == 1
 
 
 def test_body_over_the_limit_is_413(make_stack):

@@ -1,0 +1,179 @@
+"""The admin API and the `rollgate` CLI against a live gateway with its embedded control plane."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from gateway.windows import LocalWindows
+from rollout.cli import main as rollgate
+from rollout.control_plane import ControlPlane, Timing
+from rollout.sqlite_store import SqliteStore
+from serving.process import free_port
+from tests.gateway.conftest import ADMIN_TOKEN
+
+PLAN = {
+    "route": "support",
+    "candidate": {"name": "acme-voice", "backend": "candidate-pool", "model": "acme-voice"},
+    # Long steps: in these tests only people move the rollout.
+    "steps": [
+        {"kind": "shadow", "min_duration_s": 3600},
+        {"kind": "weight", "percent": 50, "min_duration_s": 3600},
+        {"kind": "weight", "percent": 100, "min_duration_s": 3600},
+    ],
+}
+
+
+@pytest.fixture
+def stack(make_stack, tmp_path: Path):
+    windows = LocalWindows()
+    store = SqliteStore(tmp_path / "state.db")
+    plane = ControlPlane(
+        store, store, windows, CollectorRegistry(), timing=Timing(tick_s=0.2, sync_s=0.05)
+    )
+    return make_stack(sinks=[windows], control_plane=plane)
+
+
+@pytest.fixture
+def cli(stack, capsys, monkeypatch):
+    monkeypatch.setenv("ROLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+    monkeypatch.setenv("ROLLGATE_URL", stack.url)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = rollgate(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def plan_file(tmp_path: Path) -> Path:
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(PLAN))
+    return path
+
+
+def routed(stack) -> tuple[int, float]:
+    traffic = stack.services.table.plan.routes["support"]
+    return traffic.weight_bp, traffic.shadow_sample
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [({}, 401), ({"authorization": "Bearer wrong"}, 403), ({"authorization": "Basic x"}, 401)],
+)
+def test_admin_endpoints_refuse_without_a_valid_token(stack, headers, status) -> None:
+    for method, path in (("GET", "/admin/rollouts"), ("POST", "/admin/rollouts/support/pause")):
+        response = stack.http.request(method, path, headers=headers, json=PLAN)
+        assert response.status_code == status
+        assert response.json()["error"]["type"] in ("authentication_error", "permission_error")
+
+
+def test_the_cli_drives_a_whole_rollout_by_hand(stack, cli, plan_file) -> None:
+    code, out, _ = cli("apply", "-f", str(plan_file))
+    assert code == 0
+    assert "phase RUNNING" in out
+    assert "[shadow]" in out
+    assert routed(stack) == (0, 1.0)
+
+    assert cli("promote", "support")[0] == 0
+    assert routed(stack) == (5000, 0.0)
+
+    code, out, _ = cli("set-weight", "support", "2.5")
+    assert code == 0
+    assert "phase PAUSED" in out
+    assert routed(stack) == (250, 0.0)
+
+    assert cli("resume", "support")[0] == 0
+    assert routed(stack) == (5000, 0.0)
+
+    code, out, _ = cli("pause", "support", "--reason", "dashboards look odd")
+    assert "dashboards look odd" in out
+    code, out, _ = cli("--output", "json", "get", "support")
+    assert json.loads(out)["hold"]["reason"] == "dashboards look odd"
+
+    assert cli("resume", "support")[0] == 0
+    code, out, _ = cli("promote", "support", "--full")
+    assert "phase PROMOTED" in out
+    promoted = stack.services.table.plan.routes["support"]
+    assert (promoted.stable.name, promoted.candidate) == ("acme-voice", None)
+
+    code, out, _ = cli("--output", "json", "history", "support")
+    events = json.loads(out)["events"]
+    kinds = [e["kind"] for e in events]
+    assert kinds == [
+        "started", "advanced", "weight_set", "resumed", "paused", "resumed", "promoted",
+    ]  # fmt: skip
+    assert {e["actor"] for e in events} == {events[0]["actor"]} != {"admin"}  # the user's login
+    code, out, _ = cli("status")
+    assert "promoted" in out
+
+
+def test_abort_and_retry(stack, cli, plan_file) -> None:
+    cli("apply", "-f", str(plan_file))
+    code, _, err = cli("retry", "support")
+    assert code == 1
+    assert "409" in err
+    assert "not rolled back" in err
+    code, out, _ = cli("abort", "support", "--reason", "wrong adapter")
+    assert code == 0
+    assert "ABORTED" in out
+    assert routed(stack) == (0, 0.0)
+    assert stack.services.table.plan.routes["support"].candidate is None
+
+
+def test_cli_errors_say_what_went_wrong(stack, cli, plan_file, tmp_path) -> None:
+    code, _, err = cli("get", "support")
+    assert (code, "404" in err) == (1, True)
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**PLAN, "steps": [{"kind": "weight", "percent": 150}]}))
+    code, _, err = cli("apply", "-f", str(bad))
+    assert code == 1
+    assert "steps.0" in err
+    assert "percent" in err
+
+    code, _, err = cli("apply", "-f", str(tmp_path / "missing.yaml"))
+    assert code == 2
+    assert "cannot read the plan" in err
+
+    code, _, err = cli("--url", f"http://127.0.0.1:{free_port()}", "status")
+    assert code == 3
+    assert "cannot reach" in err
+
+    code, _, err = cli("--token", "wrong", "status")
+    assert code == 1
+    assert "403" in err
+
+
+def test_the_api_answers_with_each_checks_verdict_and_why(stack) -> None:
+    headers = {"authorization": f"Bearer {ADMIN_TOKEN}", "x-rollgate-actor": "carol"}
+    http = stack.http
+    created = http.post(
+        "/admin/rollouts", json={**PLAN, "evaluation_interval_s": 0.5}, headers=headers
+    )
+    assert created.status_code == 201
+    assert created.json()["rollout_id"].startswith("support-")
+    deadline = time.monotonic() + 10
+    while not (rollout := http.get("/admin/rollouts/support", headers=headers).json())["checks"]:
+        assert time.monotonic() < deadline, "the controller never evaluated"
+        time.sleep(0.1)
+    checks = {c["name"]: c for c in rollout["checks"]}
+    assert set(checks) == {"error-rate", "latency-p95", "satisfaction", "safety"}
+    assert checks["satisfaction"]["status"] == "skipped"  # shadow: nobody scores
+    assert checks["error-rate"]["status"] == "inconclusive"
+    assert "waiting for samples" in checks["error-rate"]["reason"]
+    assert rollout["verdict"] == "inconclusive"
+
+    again = http.post("/admin/rollouts", json=PLAN, headers=headers)
+    assert again.status_code == 409
+    assert again.json()["error"]["type"] == "rollout_in_progress"
+    history = http.get("/admin/rollouts/support/history", headers=headers).json()["events"]
+    assert history[0]["actor"] == "carol"
+    assert history[-1]["kind"] == "waiting"

@@ -1,0 +1,43 @@
+"""The gateway's Prometheus metrics: what a scrape shows before any traffic."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+from gateway.metrics import GatewayMetrics
+from rollout.traffic import RouteTraffic, TrafficPlan, Variant
+
+STABLE = Variant("base", "pool", "tiny-llama")
+CANDIDATE = Variant("v2", "pool", "acme-voice")
+
+
+def published(traffic: RouteTraffic) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    GatewayMetrics(registry, safety_rules=("credentials",)).publish(
+        TrafficPlan({traffic.route: traffic})
+    )
+    return registry
+
+
+def test_published_variants_export_zeros_before_their_first_request():
+    """increase() sees a variant's first errors only if a scrape saw the counter at 0."""
+    registry = published(RouteTraffic("support", STABLE, CANDIDATE, weight_bp=500))
+    for variant, role in (("base", "stable"), ("v2", "candidate")):
+        labels = {"route": "support", "variant": variant, "role": role}
+        for outcome in ("ok", "error"):
+            assert (
+                registry.get_sample_value("rollgate_requests_total", {**labels, "outcome": outcome})
+                == 0
+            )
+        assert registry.get_sample_value("rollgate_request_duration_seconds_count", labels) == 0
+        assert registry.get_sample_value("rollgate_feedback_score_count", labels) == 0
+        incidents = {**labels, "rule": "credentials"}
+        assert registry.get_sample_value("rollgate_safety_incidents_total", incidents) == 0
+    shadow = {"route": "support", "variant": "v2", "role": "shadow"}
+    assert registry.get_sample_value("rollgate_request_duration_seconds_count", shadow) is None
+
+
+def test_a_shadowed_candidate_exports_zeros_for_its_shadow_copies():
+    registry = published(RouteTraffic("support", STABLE, CANDIDATE, shadow_sample=0.1))
+    labels = {"route": "support", "variant": "v2", "role": "shadow", "outcome": "error"}
+    assert registry.get_sample_value("rollgate_requests_total", labels) == 0
