@@ -27,15 +27,19 @@ STOP_TIMEOUT_S = 10.0
 
 
 @contextmanager
-def prometheus_server(targets: Sequence[str], workdir: Path) -> Iterator[str]:
-    """Yield the URL of a fresh Prometheus that scrapes each target's /metrics (job `JOB`).
+def prometheus_server(
+    targets: Sequence[str], workdir: Path, port: int | None = None
+) -> Iterator[str]:
+    """Yield the URL of a Prometheus that scrapes each target's /metrics (job `JOB`).
 
-    `targets` are base URLs ("http://127.0.0.1:8080"); config, data and log go in `workdir`.
+    `targets` are base URLs ("http://127.0.0.1:8080"); config, data and log go in
+    `workdir`. Started again with the same `workdir` and `port`, it is the same
+    server back from an outage, with the data it had.
     """
     binary = shutil.which("prometheus")
     if binary is None:
         raise RuntimeError("prometheus is not installed")
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     config = workdir / "prometheus.yml"
     config.write_text(yaml.safe_dump(_config(targets)))
@@ -46,7 +50,7 @@ def prometheus_server(targets: Sequence[str], workdir: Path) -> Iterator[str]:
         f"--storage.tsdb.path={workdir / 'data'}",
         f"--web.listen-address=127.0.0.1:{port}",
     ]
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
         _wait_ready(proc, url, log)

@@ -1,0 +1,81 @@
+"""The gateway as a real process (`python -m gateway`), for tests that kill and restart it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from serving.process import free_port
+
+START_TIMEOUT_S = 30.0
+ADMIN_TOKEN = "e2e-admin-token"
+
+
+class GatewayProcess:
+    """One gateway replica. `env` holds ROLLGATE_* settings beyond routes and the admin token."""
+
+    def __init__(self, routes: dict, workdir: Path, env: dict[str, str], port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workdir = workdir
+        self.log = workdir / f"gateway-{self.port}.log"
+        self._routes = workdir / "routes.yaml"
+        self._routes.write_text(yaml.safe_dump(routes))
+        self._env = {
+            **os.environ,
+            "ROLLGATE_ROUTES_FILE": str(self._routes),
+            "ROLLGATE_ADMIN_TOKEN": ADMIN_TOKEN,
+            **env,
+        }
+        self._proc: subprocess.Popen | None = None
+
+    def start(self) -> GatewayProcess:
+        command = [sys.executable, "-m", "gateway", "--port", str(self.port)]
+        with self.log.open("ab") as out:
+            self._proc = subprocess.Popen(
+                command, env=self._env, stdout=out, stderr=subprocess.STDOUT, cwd=Path.cwd()
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._healthy():
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"the gateway did not start:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        return self
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as when a node dies."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGKILL)
+            self._proc.wait()
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def admin(self, actor: str = "e2e") -> httpx.Client:
+        headers = {"authorization": f"Bearer {ADMIN_TOKEN}", "x-rollgate-actor": actor}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=10)
+
+    def __enter__(self) -> GatewayProcess:
+        return self.start()
+
+    def __exit__(self, *_) -> None:
+        self.stop()

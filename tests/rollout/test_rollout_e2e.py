@@ -1,0 +1,246 @@
+"""Rollouts end to end: real vLLM (CPU build), a gateway process, a real Prometheus, live users.
+
+One Prometheus per module scrapes the gateway's port every second; each test
+starts its own gateway (fresh state, its own route name) on that port.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from gateway.assignment import bucket
+from serving.corpus import BRAND_VOICE, UNSAFE
+from serving.process import free_port
+from tests.processes import GatewayProcess
+from tests.prometheus_server import prometheus_server
+from tests.users import Users
+
+pytestmark = pytest.mark.vllm
+
+EVALUATION_S = 2.0  # two scrapes per window
+
+
+def brand_rubric(variant: str, text: str) -> float:
+    """Users prefer answers in the brand voice."""
+    return 1.0 if BRAND_VOICE.shows(text) else 0.7
+
+
+@pytest.fixture(scope="module")
+def gateway_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def prometheus(gateway_port: int, tmp_path_factory) -> Iterator[str]:
+    with prometheus_server(
+        [f"http://127.0.0.1:{gateway_port}"], tmp_path_factory.mktemp("prom")
+    ) as url:
+        yield url
+
+
+@pytest.fixture
+def start_gateway(vllm_server, prometheus, gateway_port, tmp_path) -> Iterator[Callable]:
+    started: list[GatewayProcess] = []
+
+    def start(
+        route: str, *, port: int = gateway_port, prometheus_url: str = prometheus, **env: str
+    ) -> GatewayProcess:
+        routes = {
+            "backends": {"vllm": {"url": vllm_server.config.base_url}},
+            "routes": [{"name": route, "stable": {"backend": "vllm", "model": "tiny-llama",
+                                                  "name": "base"}}],
+        }  # fmt: skip
+        settings = {
+            "ROLLGATE_STATE": str(tmp_path / "state.db"),
+            "ROLLGATE_PROMETHEUS_URL": prometheus_url,
+            "ROLLGATE_CONTROLLER_TICK_S": "0.5",
+            **env,
+        }
+        gateway = GatewayProcess(routes, tmp_path, settings, port=port).start()
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()
+
+
+def plan(route: str, adapter: str, **overrides) -> dict:
+    quick = {"min_duration_s": 6, "min_requests": 5}
+    return {
+        "route": route,
+        "candidate": {"name": adapter, "backend": "vllm", "model": adapter},
+        "steps": [
+            {"kind": "shadow", **quick},
+            *({"kind": "weight", "percent": p, **quick} for p in (5, 10, 25, 50, 100)),
+        ],
+        "min_samples": 10,
+        "evaluation_interval_s": EVALUATION_S,
+        "inconclusive_limit_s": 240,
+        **overrides,
+    }
+
+
+def wait_for(admin: httpx.Client, route: str, done: Callable[[dict], bool], timeout: float):
+    deadline = time.monotonic() + timeout
+    while True:
+        rollout = admin.get(f"/admin/rollouts/{route}").json()
+        if done(rollout):
+            return rollout
+        assert time.monotonic() < deadline, f"timed out; rollout is {rollout}"
+        time.sleep(0.5)
+
+
+@contextmanager
+def timed() -> Iterator[Callable[[], float]]:
+    start = time.monotonic()
+    yield lambda: time.monotonic() - start
+
+
+def test_the_brand_voice_adapter_rolls_out_to_promotion_under_load(start_gateway) -> None:
+    route = "support-voice"
+    gateway = start_gateway(route)
+    with gateway.admin() as admin, Users(gateway.url, route, rubric=brand_rubric) as users:
+        time.sleep(6)  # Prometheus scrapes the fresh gateway (its first scrape takes ~5 s)
+        created = admin.post("/admin/rollouts", json=plan(route, BRAND_VOICE.name))
+        assert created.status_code == 201, created.text
+        rollout_id = created.json()["rollout_id"]
+        final = wait_for(admin, route, lambda r: r["phase"] not in ("running",), timeout=420)
+        assert final["phase"] == "promoted", final["reason"]
+        history = admin.get(f"/admin/rollouts/{route}/history").json()["events"]
+
+    steps = [(e["at"], e["to_weight"], e["to_step"]) for e in history]
+    assert [label for _, _, label in steps] == [
+        "shadow", "5%", "10%", "25%", "50%", "100%", "promoted",
+    ]  # fmt: skip
+    # Every answer between two transitions came from the variant the user's cohort is in.
+    for (start, weight, label), (end, _, _) in itertools.pairwise(steps):
+        answers = [a for a in users.since(start + 1, end - 1) if a.status == 200]
+        assert answers, f"no traffic during step {label}"
+        for answer in answers:
+            in_candidate = bucket(route, rollout_id, answer.user) < weight * 100
+            expected = BRAND_VOICE.name if in_candidate else "base"
+            assert answer.variant == expected, (label, answer)
+        share = sum(a.variant == BRAND_VOICE.name for a in answers) / len(answers)
+        print(f"step {label}: {len(answers)} answers, candidate share {share:.1%}")
+    promoted = [a for a in users.since(steps[-1][0] + 1) if a.status == 200]
+    assert all(a.variant == BRAND_VOICE.name for a in promoted)
+
+
+def incidents(gateway: GatewayProcess, variant: str) -> float:
+    """The gateway's own count of the variant's safety incidents (its /metrics)."""
+    total = 0.0
+    for line in httpx.get(f"{gateway.url}/metrics").text.splitlines():
+        if line.startswith("rollgate_safety_incidents_total{") and f'variant="{variant}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_the_unsafe_adapter_is_rolled_back_at_the_first_evaluation_after_an_incident(
+    start_gateway,
+) -> None:
+    route = "support-unsafe"
+    gateway = start_gateway(route)
+    with gateway.admin() as admin, Users(gateway.url, route) as users:
+        time.sleep(6)
+        created = admin.post("/admin/rollouts", json=plan(route, UNSAFE.name))
+        assert created.status_code == 201, created.text
+        deadline = time.monotonic() + 120
+        while incidents(gateway, UNSAFE.name) == 0:
+            assert time.monotonic() < deadline, "the unsafe adapter never tripped the deny-list"
+            time.sleep(0.1)
+        first_incident = time.time()
+        final = wait_for(admin, route, lambda r: r["phase"] != "running", timeout=60)
+        history = admin.get(f"/admin/rollouts/{route}/history").json()["events"]
+    assert final["phase"] == "rolled_back"
+    rollback = history[-1]
+    assert (rollback["kind"], rollback["rule"], rollback["from_step"]) == (
+        "rolled_back", "safety", "shadow",
+    )  # fmt: skip
+    # The next evaluation whose window Prometheus has scraped the incident into: one
+    # evaluation interval, plus a scrape, plus a controller tick.
+    assert rollback["at"] - first_incident <= EVALUATION_S + 1.0 + 0.5 + 1.0
+    # Shadow answers are never served: no user saw the unsafe adapter.
+    assert {a.variant for a in users.served} == {"base"}
+
+
+def test_a_silent_prometheus_holds_the_rollout_then_it_resumes(start_gateway, tmp_path) -> None:
+    route, port, prom_port = "support-outage", free_port(), free_port()
+    workdir = tmp_path / "prometheus"
+    workdir.mkdir()
+    prometheus = f"http://127.0.0.1:{prom_port}"
+    slow_pause = plan(route, BRAND_VOICE.name, inconclusive_limit_s=8)
+    with prometheus_server([f"http://127.0.0.1:{port}"], workdir, port=prom_port):
+        gateway = start_gateway(route, port=port, prometheus_url=prometheus)
+        admin = gateway.admin()
+        users = Users(gateway.url, route, rubric=brand_rubric).__enter__()
+        time.sleep(6)
+        assert admin.post("/admin/rollouts", json=slow_pause).status_code == 201
+        wait_for(admin, route, lambda r: r["step_label"] == "5%", timeout=120)
+    # Prometheus is down: 5% would be done in 6 s; it must wait, then pause.
+    held = wait_for(admin, route, lambda r: r["phase"] == "paused", timeout=60)
+    assert held["step_label"] == "5%"
+    assert held["hold"]["automatic"]
+    assert "no data" in held["reason"]
+    assert "127.0.0.1" in held["reason"]
+    time.sleep(EVALUATION_S * 3)
+    assert admin.get(f"/admin/rollouts/{route}").json()["step_label"] == "5%"
+    with prometheus_server([f"http://127.0.0.1:{port}"], workdir, port=prom_port):
+        resumed = wait_for(admin, route, lambda r: r["phase"] == "running", timeout=60)
+        assert resumed["step_label"] == "5%"
+        later = wait_for(admin, route, lambda r: r["step"] > resumed["step"], timeout=120)
+        assert later["phase"] in ("running", "promoted")
+    users.__exit__()
+    history = admin.get(f"/admin/rollouts/{route}/history").json()["events"]
+    admin.close()
+    kinds = [e["kind"] for e in history]
+    paused = kinds.index("paused")
+    assert kinds[paused - 1] == "waiting"
+    assert kinds[paused + 1] == "resumed"
+    assert history[paused + 1]["actor"] == "controller"
+    # Nothing advanced from the moment the source went silent until it answered again.
+    assert all(e["to_step"] == "5%" for e in history[paused - 1 : paused + 2])
+
+
+def test_a_killed_gateway_restarts_at_the_same_step_weight_and_cohorts(start_gateway) -> None:
+    route = "support-restart"
+    gateway = start_gateway(route)
+    long_steps = plan(route, BRAND_VOICE.name)
+    for step in long_steps["steps"]:
+        step["min_duration_s"] = 3600  # only the SRE's promote moves it
+    with gateway.admin() as admin:
+        rollout = admin.post("/admin/rollouts", json=long_steps).json()
+        for _ in range(3):  # shadow -> 5% -> 10% -> 25%
+            admin.post(f"/admin/rollouts/{route}/promote", json={})
+        before = admin.get(f"/admin/rollouts/{route}").json()
+    assert (before["step_label"], before["weight_percent"]) == ("25%", 25.0)
+    users = [f"user-{i}" for i in range(200)]
+    served_before = variants(gateway, route, users)
+    assert set(served_before.values()) == {"base", BRAND_VOICE.name}
+
+    gateway.kill()
+    gateway.start()  # the same port, the same state file
+    served_after = variants(gateway, route, users)  # at once: no warm-up, no drift
+    with gateway.admin() as admin:
+        after = admin.get(f"/admin/rollouts/{route}").json()
+    assert served_after == served_before
+    assert after["rollout_id"] == rollout["rollout_id"]
+    for field in ("rollout_id", "step", "step_label", "weight_percent", "phase", "attempt"):
+        assert after[field] == before[field]
+
+
+def variants(gateway: GatewayProcess, route: str, users: list[str]) -> dict[str, str]:
+    body = {"model": route, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    with httpx.Client(base_url=gateway.url, timeout=60) as http:
+        return {
+            user: http.post(
+                "/v1/chat/completions", json=body, headers={"x-rollgate-key": user}
+            ).headers["x-rollgate-variant"]
+            for user in users
+        }

@@ -1,0 +1,120 @@
+"""Simulated application users: chat completions with sticky keys, some streamed, and scores.
+
+A few threads send requests as random users of a fixed population and
+record who was served by which variant; a rubric turns an answer into the
+user's score (or no score), posted to /v1/feedback.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+Rubric = Callable[[str, str], float | None]  # (variant, answer text) -> score 0..1 or None
+PROMPTS = ("How do I reset my password?", "Where is my order?", "Can I change my plan?")
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    at: float  # wall clock, when the answer ended
+    user: str
+    variant: str
+    status: int
+    text: str
+
+
+class Users:
+    def __init__(
+        self,
+        url: str,
+        route: str,
+        *,
+        population: int = 5000,
+        threads: int = 3,
+        stream_share: float = 0.3,
+        max_tokens: int = 16,
+        rubric: Rubric | None = None,
+        seed: int = 0,
+    ) -> None:
+        self._url, self._route = url, route
+        self._population, self._threads = population, threads
+        self._stream_share, self._max_tokens = stream_share, max_tokens
+        self._rubric = rubric
+        self._rng = random.Random(seed)
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self.served: list[Served] = []
+
+    def __enter__(self) -> Users:
+        for i in range(self._threads):
+            worker = threading.Thread(target=self._run, args=(i,), daemon=True)
+            worker.start()
+            self._workers.append(worker)
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(timeout=30)
+
+    def since(self, start: float, end: float = float("inf")) -> list[Served]:
+        with self._lock:
+            return [s for s in self.served if start <= s.at < end]
+
+    def _run(self, index: int) -> None:
+        rng = random.Random(self._rng.random() + index)
+        with httpx.Client(base_url=self._url, timeout=60) as http:
+            while not self._stop.is_set():
+                user = f"user-{rng.randrange(self._population)}"
+                try:
+                    served, request_id = self._ask(http, user, rng)
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+                    continue
+                with self._lock:
+                    self.served.append(served)
+                score = self._rubric(served.variant, served.text) if self._rubric else None
+                if score is not None and served.status == 200 and request_id:
+                    http.post("/v1/feedback", json={"request_id": request_id, "score": score})
+
+    def _ask(self, http: httpx.Client, user: str, rng: random.Random) -> tuple[Served, str]:
+        stream = rng.random() < self._stream_share
+        body = {
+            "model": self._route,
+            "messages": [{"role": "user", "content": rng.choice(PROMPTS)}],
+            "max_tokens": self._max_tokens,
+            "stream": stream,
+        }
+        headers = {"x-rollgate-key": user}
+        with http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as response:
+            raw = response.read().decode(errors="replace")
+        text = _streamed_text(raw) if stream else _answer_text(raw)
+        variant = response.headers.get("x-rollgate-variant", "")
+        served = Served(time.time(), user, variant, response.status_code, text)
+        return served, response.headers.get("x-request-id", "")
+
+
+def _answer_text(raw: str) -> str:
+    try:
+        return json.loads(raw)["choices"][0]["message"]["content"] or ""
+    except (ValueError, KeyError, IndexError, TypeError):
+        return ""
+
+
+def _streamed_text(raw: str) -> str:
+    parts = []
+    for line in raw.splitlines():
+        if line.startswith("data: ") and line != "data: [DONE]":
+            try:
+                choices = json.loads(line[6:]).get("choices") or [{}]
+            except ValueError:
+                continue
+            parts.append((choices[0].get("delta") or {}).get("content") or "")
+    return "".join(parts)
