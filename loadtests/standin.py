@@ -3,9 +3,11 @@
 It is not an engine: it answers chat completions with a fixed text, streamed
 one word per event the way vLLM streams, and injects the faults it is told to
 (latency, a share of 5xx, failure mid-stream, silence). Wherever vLLM itself can
-run, the tests use vLLM.
+run, the tests use vLLM. Given an `upstream`, it is a fault-injecting proxy
+instead: requests that survive the latency and 5xx faults go to the real server.
 
     python -m loadtests.standin --port 9000 --error-rate 0.1 --latency 0.05
+    python -m loadtests.standin --port 9001 --latency 0.3 --upstream http://127.0.0.1:8000
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import random
 import time
 from dataclasses import dataclass, field
 
+import httpx
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -37,6 +41,7 @@ class Faults:
     fail_after_events: int | None = None  # drop the connection mid-stream
     hang: bool = False  # never answer
     text: str = DEFAULT_TEXT
+    upstream: str | None = None  # proxy to this server instead of answering
     seed: int = 0
     rng: random.Random = field(init=False)
 
@@ -65,6 +70,24 @@ def _chunk(cid: str, model: str, delta: dict, finish: str | None = None) -> byte
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
+async def _relay(upstream: str, body: dict) -> Response:
+    client = httpx.AsyncClient(base_url=upstream, timeout=120)
+    response = await client.send(
+        client.build_request("POST", "/v1/chat/completions", json=body), stream=True
+    )
+
+    async def close() -> None:
+        await response.aclose()
+        await client.aclose()
+
+    return StreamingResponse(
+        response.aiter_raw(),
+        status_code=response.status_code,
+        media_type=response.headers.get("content-type"),
+        background=BackgroundTask(close),
+    )
+
+
 def create_standin(faults: Faults | None = None, seen: Seen | None = None) -> Starlette:
     faults = faults or Faults()
     seen = seen or Seen()
@@ -85,6 +108,8 @@ def create_standin(faults: Faults | None = None, seen: Seen | None = None) -> St
                 }
             }
             return JSONResponse(error, status_code=faults.error_status)
+        if faults.upstream:
+            return await _relay(faults.upstream, body)
         model, words = body["model"], faults.text.split(" ")
         usage = {
             "prompt_tokens": 10,
@@ -165,8 +190,10 @@ def main() -> None:
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--words", type=int, help="answer with this many words instead")
     parser.add_argument("--events-per-write", type=int, default=1)
+    parser.add_argument("--upstream", help="proxy to this OpenAI-style server (e.g. vLLM)")
     args = parser.parse_args()
     faults = Faults(
+        upstream=args.upstream,
         latency=args.latency,
         token_delay=args.token_delay,
         error_rate=args.error_rate,

@@ -15,10 +15,12 @@ import httpx
 import pytest
 
 from gateway.assignment import bucket
+from loadtests.standin import Faults, create_standin
 from serving.corpus import BRAND_VOICE, UNSAFE
 from serving.process import free_port
 from tests.processes import GatewayProcess
 from tests.prometheus_server import prometheus_server
+from tests.servers import serving
 from tests.users import Users
 
 pytestmark = pytest.mark.vllm
@@ -49,10 +51,16 @@ def start_gateway(vllm_server, prometheus, gateway_port, tmp_path) -> Iterator[C
     started: list[GatewayProcess] = []
 
     def start(
-        route: str, *, port: int = gateway_port, prometheus_url: str = prometheus, **env: str
+        route: str,
+        *,
+        port: int = gateway_port,
+        prometheus_url: str = prometheus,
+        backends: dict[str, str] | None = None,
+        **env: str,
     ) -> GatewayProcess:
+        urls = {"vllm": vllm_server.config.base_url, **(backends or {})}
         routes = {
-            "backends": {"vllm": {"url": vllm_server.config.base_url}},
+            "backends": {name: {"url": url} for name, url in urls.items()},
             "routes": [{"name": route, "stable": {"backend": "vllm", "model": "tiny-llama",
                                                   "name": "base"}}],
         }  # fmt: skip
@@ -71,11 +79,11 @@ def start_gateway(vllm_server, prometheus, gateway_port, tmp_path) -> Iterator[C
         gateway.stop()
 
 
-def plan(route: str, adapter: str, **overrides) -> dict:
+def plan(route: str, adapter: str, backend: str = "vllm", **overrides) -> dict:
     quick = {"min_duration_s": 6, "min_requests": 5}
     return {
         "route": route,
-        "candidate": {"name": adapter, "backend": "vllm", "model": adapter},
+        "candidate": {"name": adapter, "backend": backend, "model": adapter},
         "steps": [
             {"kind": "shadow", **quick},
             *({"kind": "weight", "percent": p, **quick} for p in (5, 10, 25, 50, 100)),
@@ -244,3 +252,61 @@ def variants(gateway: GatewayProcess, route: str, users: list[str]) -> dict[str,
             ).headers["x-rollgate-variant"]
             for user in users
         }
+
+
+@pytest.mark.parametrize(
+    ("faults", "steps", "rule"),
+    [
+        # Mirrored copies through the proxy answer a second late: caught in shadow.
+        (Faults(latency=1.0), None, "latency-p95"),
+        # Half the candidate's answers fail: caught at 10%, users fail over to stable.
+        (Faults(error_rate=0.5), [{"kind": "weight", "percent": 10, "min_duration_s": 60}],
+         "error-rate"),
+    ],
+    ids=["latency", "errors"],
+)  # fmt: skip
+def test_a_faulty_candidate_is_rolled_back_and_stable_is_unaffected(
+    start_gateway, vllm_server, faults, steps, rule
+) -> None:
+    route = f"support-{rule}"
+    faults.upstream = vllm_server.config.base_url
+    with serving(create_standin(faults)) as proxy:
+        gateway = start_gateway(route, backends={"faulty": proxy})
+        with gateway.admin() as admin, Users(gateway.url, route) as users:
+            time.sleep(6)
+            overrides = {"steps": steps} if steps else {}
+            body = plan(route, BRAND_VOICE.name, backend="faulty", **overrides)
+            assert admin.post("/admin/rollouts", json=body).status_code == 201
+            final = wait_for(admin, route, lambda r: r["phase"] != "running", timeout=180)
+            history = admin.get(f"/admin/rollouts/{route}/history").json()["events"]
+    assert final["phase"] == "rolled_back", final["reason"]
+    rollback = history[-1]
+    assert rollback["rule"] == rule
+    failed = next(c for c in rollback["checks"] if c["name"] == rule)
+    assert failed["evidence"] >= failed["evidence_needed"]
+    assert failed["candidate_samples"] > 0
+    print(f"{rule}: rolled back after {failed['candidate_samples']:.0f} candidate samples")
+    # Users never saw the faults: stable answered every request that stable served.
+    assert users.served
+    assert all(a.status == 200 for a in users.served)
+
+
+def test_users_who_like_the_candidate_less_trigger_a_satisfaction_rollback(start_gateway):
+    route = "support-satisfaction"
+    gateway = start_gateway(route)
+
+    def rubric(variant: str, _: str) -> float:
+        return 0.3 if variant == BRAND_VOICE.name else 0.9
+
+    steps = [{"kind": "weight", "percent": p, "min_duration_s": 30} for p in (25, 50, 100)]
+    with gateway.admin() as admin, Users(gateway.url, route, rubric=rubric):
+        time.sleep(6)
+        created = admin.post("/admin/rollouts", json=plan(route, BRAND_VOICE.name, steps=steps))
+        assert created.status_code == 201
+        final = wait_for(admin, route, lambda r: r["phase"] != "running", timeout=180)
+        history = admin.get(f"/admin/rollouts/{route}/history").json()["events"]
+    assert final["phase"] == "rolled_back", final["reason"]
+    assert history[-1]["rule"] == "satisfaction"
+    check = next(c for c in history[-1]["checks"] if c["name"] == "satisfaction")
+    assert check["candidate"] == pytest.approx(30.0)
+    assert check["stable"] == pytest.approx(90.0)
