@@ -94,13 +94,16 @@ class GatewayMetrics:
         self.safety = counter("safety_incidents_total", "Flagged answers.", (*VARIANT, "rule"))
         self.feedback = histogram("feedback_score", "User scores, 0..1.", SCORE_BUCKETS)
         self.weight = Gauge(
-            "traffic_weight_percent",
+            "rollgate_traffic_weight_percent",
             "Share of users served by each variant.",
             ("route", "variant", "role"),
             registry=registry,
         )
         self.shadow_sample = Gauge(
-            "shadow_sample_ratio", "Share of requests mirrored.", ("route",), registry=registry
+            "rollgate_shadow_sample_ratio",
+            "Share of requests mirrored.",
+            ("route",),
+            registry=registry,
         )
         shadow = ("route", "variant")
         self.shadow_compared = counter("shadow_comparisons_total", "Shadow pairs compared.", shadow)

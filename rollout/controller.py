@@ -27,6 +27,7 @@ from rollout.windows import Window
 
 log = logging.getLogger("rollgate.controller")
 
+LEASE_MARGIN = 0.8  # lead only for this share of the lease's time to live
 MAX_WINDOW_S = 3600.0  # a controller back from a long outage measures at most the last hour
 
 
@@ -75,6 +76,14 @@ async def evaluate(source: MetricSource, rollout: Rollout, now: float) -> tuple[
 
 
 class Controller:
+    """Evaluates due rollouts while it holds the lease; writes are fenced by the lease.
+
+    The lease is renewed on its own cadence (a third of its time to live), so a
+    slow evaluation cannot let it lapse unnoticed; the controller counts itself
+    leader only until a safety margin before its lease would expire, bounds each
+    evaluation by that, and the store refuses its writes once another holds it.
+    """
+
     def __init__(
         self,
         store: RolloutStore,
@@ -92,22 +101,43 @@ class Controller:
         self.holder, self._ttl = holder, lease_ttl_s
         self._on_leadership = on_leadership
         self._next_due: dict[str, float] = {}
+        self._held_until = 0.0
         self.leader = False
 
-    async def tick(self) -> None:
+    async def renew(self) -> None:
+        asked = self._clock()
         try:
-            leader = await self._lease.acquire(self.holder, self._ttl)
+            held = await self._lease.acquire(self.holder, self._ttl)
         except StoreError as exc:
             log.warning("lease: %s", exc)
-            leader = False
-        if leader != self.leader:
-            log.info("controller %s %s the lease", self.holder, "took" if leader else "lost")
-            self.leader = leader
-            self._on_leadership(leader)
-        if not leader:
+            held = False
+        # Counted from before the request, with a margin for the store's clock.
+        self._held_until = asked + LEASE_MARGIN * self._ttl if held else 0.0
+        self._leading()
+
+    def _leading(self) -> bool:
+        leading = self._clock() < self._held_until
+        if leading != self.leader:
+            log.info("controller %s %s the lease", self.holder, "took" if leading else "lost")
+            self.leader = leading
+            self._on_leadership(leading)
+        return leading
+
+    async def evaluate_due(self) -> None:
+        if not self._leading():
             return
         for rollout in await self._store.list():
-            await self._maybe_evaluate(rollout)
+            remaining = self._held_until - self._clock()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._maybe_evaluate(rollout), remaining)
+            except TimeoutError:
+                log.warning("evaluation of %s outlasted the lease; left to the next", rollout.route)
+
+    async def tick(self) -> None:
+        await self.renew()
+        await self.evaluate_due()
 
     async def _maybe_evaluate(self, rollout: Rollout) -> None:
         now = self._clock()
@@ -119,18 +149,32 @@ class Controller:
         self._next_due[rollout.rollout_id] = now + rollout.plan.evaluation_interval_s
         updated, events = await evaluate(self._source, rollout, now)
         try:
-            stored = await self._store.put(updated, events)
-        except Conflict:
-            return  # an SRE's command landed first; evaluate the fresh state next tick
+            stored = await self._store.put(updated, events, fence=self.holder)
+        except Conflict as exc:
+            # An SRE's command landed first (evaluate the fresh state next time), or the
+            # lease passed on: either way this decision is not made.
+            log.info("evaluation of %s not written: %s", rollout.route, exc)
+            return
         await self._on_change(stored, events)
 
     async def run(self, interval_s: float) -> None:
-        while True:
-            try:
-                await self.tick()
-            except StoreError as exc:
-                log.warning("controller tick: %s", exc)
-            await asyncio.sleep(interval_s)
+        async def renew_forever() -> None:
+            while True:
+                await self.renew()
+                await asyncio.sleep(self._ttl / 3)
+
+        renewing = asyncio.create_task(renew_forever())
+        try:
+            while True:
+                try:
+                    await self.evaluate_due()
+                except StoreError as exc:
+                    log.warning("controller: %s", exc)
+                await asyncio.sleep(interval_s)
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
 
     async def resign(self) -> None:
         with contextlib.suppress(StoreError):

@@ -7,6 +7,7 @@ RolloutError
 ├── RolloutInProgress  409  a rollout is already active on the route
 └── StoreError         503  the store could not be read or written
     └── Conflict       409  the rollout changed since it was read (compare-and-swap lost)
+        └── LeaseLost  409  a controller's write after its lease passed to another
 """
 
 from __future__ import annotations
@@ -37,4 +38,8 @@ class StoreError(RolloutError):
 
 
 class Conflict(StoreError):
+    status = 409
+
+
+class LeaseLost(Conflict):
     status = 409

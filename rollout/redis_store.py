@@ -30,20 +30,22 @@ from redis.exceptions import RedisError
 
 from rollout.machine import AuditEvent
 from rollout.record import Rollout, event_from_json, event_to_json
-from rollout.store import Conflict, StoreError
+from rollout.store import Conflict, LeaseLost, StoreError
 
 MAX_EVENTS = 10_000  # per route; older events are trimmed
 TIMEOUT_S = 2.0
 RETRIES = 2  # then fail: the controller tries again on its next tick anyway
 
-# KEYS: rollout, events, routes, changes. ARGV: expected revision, json, route, events...
-# Returns the revision it found; the write happened if that is the expected one.
+# KEYS: rollout, events, routes, changes, lease. ARGV: expected revision, json, route,
+# fence (the lease holder the write needs, or ""), events... Returns the revision it found
+# (the write happened if that is the expected one), or -1 when the fence's lease is gone.
 _PUT = f"""
+if ARGV[4] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[4] then return -1 end
 local stored = tonumber(redis.call('HGET', KEYS[1], 'revision') or '0')
 if stored ~= tonumber(ARGV[1]) then return stored end
 redis.call('HSET', KEYS[1], 'json', ARGV[2], 'revision', stored + 1)
 redis.call('SADD', KEYS[3], ARGV[3])
-for i = 4, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+for i = 5, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
 redis.call('LTRIM', KEYS[2], -{MAX_EVENTS}, -1)
 redis.call('INCR', KEYS[4])
 return stored
@@ -105,7 +107,9 @@ class RedisStore:
         # A route deleted between the two reads has no json left: it is gone, not an error.
         return [Rollout.from_json(json) for json in found if json is not None]
 
-    async def put(self, rollout: Rollout, events: Sequence[AuditEvent] = ()) -> Rollout:
+    async def put(
+        self, rollout: Rollout, events: Sequence[AuditEvent] = (), *, fence: str | None = None
+    ) -> Rollout:
         stored = replace(rollout, revision=rollout.revision + 1)
         route = rollout.route
         keys = [
@@ -113,10 +117,14 @@ class RedisStore:
             self._key("events", route),
             self._key("routes"),
             self._key("changes"),
+            self._key("lease"),
         ]
-        args = [rollout.revision, stored.to_json(), route, *map(event_to_json, events)]
+        events_json = map(event_to_json, events)
+        args = [rollout.revision, stored.to_json(), route, fence or "", *events_json]
         with _translated():
             found = await self._put(keys, args)
+        if found == -1:
+            raise LeaseLost(f"{fence} no longer holds the controller lease")
         if found != rollout.revision:
             raise Conflict(f"route {route!r} is at revision {found}, not {rollout.revision}")
         return stored

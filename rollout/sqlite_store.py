@@ -27,7 +27,7 @@ from typing import TypeVar
 
 from rollout.machine import AuditEvent
 from rollout.record import Rollout, event_from_json, event_to_json
-from rollout.store import Conflict, StoreError
+from rollout.store import Conflict, LeaseLost, StoreError
 
 BUSY_TIMEOUT_S = 5.0  # how long a writer waits for another process's write lock
 
@@ -79,12 +79,17 @@ class SqliteStore:
         )
         return [Rollout.from_json(json) for (json,) in rows]
 
-    async def put(self, rollout: Rollout, events: Sequence[AuditEvent] = ()) -> Rollout:
+    async def put(
+        self, rollout: Rollout, events: Sequence[AuditEvent] = (), *, fence: str | None = None
+    ) -> Rollout:
         stored = replace(rollout, revision=rollout.revision + 1)
         rows = [(rollout.route, event_to_json(e)) for e in events]
+        now = self._clock()
 
         def write(db: sqlite3.Connection) -> None:
             with _transaction(db):
+                if fence is not None:
+                    _check_lease(db, fence, now)
                 _check_revision(db, rollout.route, rollout.revision)
                 db.execute(
                     "INSERT INTO rollouts (route, revision, json) VALUES (?, ?, ?)"
@@ -172,6 +177,12 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+def _check_lease(db: sqlite3.Connection, holder: str, now: float) -> None:
+    row = db.execute("SELECT holder, expires_at FROM lease WHERE id = 1").fetchone()
+    if row is None or row[0] != holder or row[1] <= now:
+        raise LeaseLost(f"{holder} no longer holds the controller lease")
 
 
 def _check_revision(db: sqlite3.Connection, route: str, expected: int) -> None:

@@ -19,11 +19,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from rollout.errors import Conflict, StoreError
+from rollout.errors import Conflict, LeaseLost, StoreError
 from rollout.machine import AuditEvent
 from rollout.record import Rollout
 
-__all__ = ["Conflict", "Lease", "RolloutStore", "StoreError"]  # the errors belong to the seam
+__all__ = [
+    "Conflict",
+    "Lease",
+    "LeaseLost",
+    "RolloutStore",
+    "StoreError",
+]  # the errors belong to the seam
 
 
 class RolloutStore(Protocol):
@@ -31,10 +37,13 @@ class RolloutStore(Protocol):
 
     async def list(self) -> list[Rollout]: ...
 
-    async def put(self, rollout: Rollout, events: Sequence[AuditEvent] = ()) -> Rollout:
+    async def put(
+        self, rollout: Rollout, events: Sequence[AuditEvent] = (), *, fence: str | None = None
+    ) -> Rollout:
         """Write `rollout` and append `events` atomically, if the stored revision is still
         `rollout.revision` (0: none stored for the route). Returns it with the new revision.
-        Raises `Conflict` otherwise."""
+        Raises `Conflict` otherwise. With `fence`, writes only while that holder holds the
+        lease (else `LeaseLost`): a controller that stalled past its lease decides nothing."""
         ...
 
     async def delete(self, route: str, revision: int) -> None:

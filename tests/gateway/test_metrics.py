@@ -41,3 +41,12 @@ def test_a_shadowed_candidate_exports_zeros_for_its_shadow_copies():
     registry = published(RouteTraffic("support", STABLE, CANDIDATE, shadow_sample=0.1))
     labels = {"route": "support", "variant": "v2", "role": "shadow", "outcome": "error"}
     assert registry.get_sample_value("rollgate_requests_total", labels) == 0
+
+
+def test_every_metric_carries_the_rollgate_prefix():
+    registry = published(RouteTraffic("support", STABLE, CANDIDATE, weight_bp=500))
+    names = {metric.name for metric in registry.collect()}
+    assert names
+    assert all(name.startswith("rollgate_") for name in names), sorted(names)
+    weight = {"route": "support", "variant": "v2", "role": "candidate"}
+    assert registry.get_sample_value("rollgate_traffic_weight_percent", weight) == 5.0

@@ -251,3 +251,26 @@ async def test_a_restarted_replica_routes_by_the_stored_state_at_once(h: Harness
     await reopened.close()
     assert seen[-1].routes["support"] == before
     assert before.weight_bp == 1000
+
+
+async def test_a_controller_that_stalls_past_its_lease_decides_nothing(h: Harness) -> None:
+    await h.service.apply(make_plan(), "alice")
+    await h.run_for(2)
+    successor = h.make_controller("b", h.controller._on_change)
+    original_window, calls = h.source.window, []
+
+    async def stall_until_the_lease_passes(*args):
+        calls.append(args)
+        if len(calls) == 1:  # "a" hangs while its lease lapses and "b" takes it
+            h.clock.now += 20
+            await successor.renew()
+        return await original_window(*args)
+
+    h.source.window = stall_until_the_lease_passes
+    before = await h.rollout()
+    h.clock.now += 5  # the next evaluation is due, within the lease
+    await h.controller.evaluate_due()
+    assert calls  # it did measure and decide
+    assert successor.leader
+    assert (await h.rollout()).revision == before.revision  # a's evaluation was refused
+    assert not h.controller._leading()

@@ -18,7 +18,7 @@ from rollout.plan import RolloutPlan
 from rollout.record import Rollout
 from rollout.redis_store import RedisStore
 from rollout.sqlite_store import SqliteStore
-from rollout.store import Conflict, StoreError
+from rollout.store import Conflict, LeaseLost, StoreError
 from rollout.traffic import Variant
 from tests.redis_server import redis_server
 from tests.rollout.conftest import Elapse, FakeClock, Store
@@ -191,6 +191,25 @@ async def test_an_expired_lease_passes_to_another_holder(store: Store, elapse: E
 
     assert await store.acquire("b", LEASE_S)
     assert not await store.acquire("a", LEASE_S)
+
+
+@pytest.mark.anyio
+async def test_fenced_writes_need_the_lease(store: Store, elapse: Elapse) -> None:
+    rollout, events = new_rollout()
+    with pytest.raises(LeaseLost):
+        await store.put(rollout, events, fence="a")  # nobody holds it yet
+    assert await store.get("support") is None
+    assert await store.acquire("a", LEASE_S)
+    stored = await store.put(rollout, events, fence="a")
+    assert stored.revision == 1
+    with pytest.raises(LeaseLost):
+        await store.put(stored, fence="b")
+    await elapse(LEASE_S * 1.5)
+    assert await store.acquire("b", LEASE_S)
+    with pytest.raises(LeaseLost):
+        await store.put(stored, fence="a")  # a stalled past its lease: its decision is void
+    assert (await store.get("support")).revision == 1
+    assert len(await store.history("support")) == len(events)
 
 
 @pytest.mark.anyio
