@@ -90,6 +90,7 @@ class Users:
             "model": self._route,
             "messages": [{"role": "user", "content": rng.choice(PROMPTS)}],
             "max_tokens": self._max_tokens,
+            "temperature": 0,  # the adapters' trained behaviour, as the serving tests measure it
             "stream": stream,
         }
         headers = {"x-rollgate-key": user}

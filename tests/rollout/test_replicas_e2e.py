@@ -136,7 +136,7 @@ def test_replicas_share_an_sre_weight_at_once_and_a_killed_leader_hands_over(rep
         admin = {a: admin_a, b: admin_b}
         time.sleep(1.0)  # two controller ticks each: both have tried the lease
         assert [is_leader(admin_a), is_leader(admin_b)].count(True) == 1
-        users = {g: stack.enter_context(Users(g.url, ROUTE, threads=2, seed=s))
+        users = {g: stack.enter_context(Users(g.url, ROUTE, threads=1, seed=s))
                  for s, g in enumerate((a, b))}  # fmt: skip
 
         created = admin_a.post("/admin/rollouts", json=PLAN)
