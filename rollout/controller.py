@@ -80,8 +80,8 @@ class Controller:
 
     The lease is renewed on its own cadence (a third of its time to live), so a
     slow evaluation cannot let it lapse unnoticed; the controller counts itself
-    leader only until a safety margin before its lease would expire, bounds each
-    evaluation by that, and the store refuses its writes once another holds it.
+    leader only until a safety margin before its lease would expire, and the store
+    refuses its writes once another holds it.
     """
 
     def __init__(
@@ -127,13 +127,11 @@ class Controller:
         if not self._leading():
             return
         for rollout in await self._store.list():
-            remaining = self._held_until - self._clock()
-            if remaining <= 0:
+            # Not cancelled midway (a write may already be landing): the fence refuses
+            # what an evaluation that outlasted the lease would write.
+            if not self._leading():
                 return
-            try:
-                await asyncio.wait_for(self._maybe_evaluate(rollout), remaining)
-            except TimeoutError:
-                log.warning("evaluation of %s outlasted the lease; left to the next", rollout.route)
+            await self._maybe_evaluate(rollout)
 
     async def tick(self) -> None:
         await self.renew()

@@ -22,6 +22,7 @@ PROMPTS = ("How do I reset my password?", "Where is my order?", "Can I change my
 
 @dataclass(frozen=True, slots=True)
 class Served:
+    sent: float  # wall clock, when the request went out
     at: float  # wall clock, when the answer ended
     user: str
     variant: str
@@ -64,9 +65,10 @@ class Users:
         for worker in self._workers:
             worker.join(timeout=30)
 
-    def since(self, start: float, end: float = float("inf")) -> list[Served]:
+    def between(self, start: float, end: float = float("inf")) -> list[Served]:
+        """Requests sent at or after `start` and answered before `end`."""
         with self._lock:
-            return [s for s in self.served if start <= s.at < end]
+            return [s for s in self.served if start <= s.sent and s.at < end]
 
     def _run(self, index: int) -> None:
         rng = random.Random(self._rng.random() + index)
@@ -86,6 +88,7 @@ class Users:
 
     def _ask(self, http: httpx.Client, user: str, rng: random.Random) -> tuple[Served, str]:
         stream = rng.random() < self._stream_share
+        sent = time.time()
         body = {
             "model": self._route,
             "messages": [{"role": "user", "content": rng.choice(PROMPTS)}],
@@ -98,7 +101,7 @@ class Users:
             raw = response.read().decode(errors="replace")
         text = _streamed_text(raw) if stream else _answer_text(raw)
         variant = response.headers.get("x-rollgate-variant", "")
-        served = Served(time.time(), user, variant, response.status_code, text)
+        served = Served(sent, time.time(), user, variant, response.status_code, text)
         return served, response.headers.get("x-request-id", "")
 
 
