@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from fastapi import APIRouter
@@ -77,9 +77,14 @@ class ControlPlane:
     async def start(
         self, publish: Callable[[TrafficPlan], None], base: TrafficPlan, backends: frozenset[str]
     ) -> None:
+        routed: list[Mapping] = [{}]
+
         def show(plan: TrafficPlan, rollouts: list[Rollout]) -> None:
             publish(plan)
             self.metrics.show(rollouts)
+            if plan.routes != routed[0]:  # most writes only add evidence
+                routed[0] = plan.routes
+                self.metrics.routed_at.set_to_current_time()
 
         self._sync = TrafficSync(self.store, base, show)
         self.service = RolloutService(

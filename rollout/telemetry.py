@@ -40,6 +40,11 @@ class ControlPlaneMetrics:
             registry=registry,
         )
         self.leader = gauge("controller_leader", "1 while this replica's controller leads.", ())
+        self.routed_at = gauge(
+            "routing_published_timestamp_seconds",
+            "When this replica's routing last changed (weights, shadow, variants).",
+            (),
+        )
 
     def show(self, rollouts: Iterable[Rollout]) -> None:
         for family in (self.phase, self.step, self.weight, self.check):

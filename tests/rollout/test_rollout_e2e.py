@@ -173,9 +173,8 @@ def test_the_unsafe_adapter_is_rolled_back_at_the_first_evaluation_after_an_inci
         history = admin.get(f"/admin/rollouts/{route}/history").json()["events"]
     assert final["phase"] == "rolled_back"
     rollback = history[-1]
-    assert (rollback["kind"], rollback["rule"], rollback["from_step"]) == (
-        "rolled_back", "safety", "shadow",
-    )  # fmt: skip
+    assert (rollback["kind"], rollback["from_step"]) == ("rolled_back", "shadow")
+    assert "safety" in rollback["rule"].split(", ")  # other checks may fail at the same time
     # The next evaluation whose window Prometheus has scraped the incident into: one
     # evaluation interval, plus a scrape, plus a controller tick.
     assert rollback["at"] - first_incident <= EVALUATION_S + 1.0 + 0.5 + 1.0
