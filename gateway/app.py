@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.admin import require_admin
 from gateway.chat import ChatFastPath, error_response, internal_error_response
-from gateway.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
+from gateway.errors import GatewayError, InvalidRequest, NotFound, UpstreamError, error_body
 from gateway.exchange import Clock, ExchangeSink
 from gateway.feedback import FeedbackLedger
 from gateway.metrics import GatewayMetrics
@@ -70,8 +70,7 @@ async def _rollout_error(_: Request, exc: RolloutError) -> JSONResponse:
     kind = re.sub(
         r"(?<!^)(?=[A-Z])", "_", type(exc).__name__
     ).lower()  # RolloutNotFound: rollout_not_found
-    body = {"error": {"message": str(exc), "type": kind, "param": None, "code": exc.status}}
-    return JSONResponse(body, status_code=exc.status)
+    return JSONResponse(error_body(str(exc), kind, exc.status), status_code=exc.status)
 
 
 async def _unexpected(request: Request, _: Exception) -> JSONResponse:

@@ -19,6 +19,11 @@ import json
 RETRY_AFTER_SECONDS = 1
 
 
+def error_body(message: str, type: str, code: int | str, param: str | None = None) -> dict:
+    """The OpenAI error shape every error the gateway answers with takes."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
 class GatewayError(Exception):
     status = 500
     type = "internal_error"
@@ -34,14 +39,8 @@ class GatewayError(Exception):
         return {}
 
     def body(self) -> dict:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code if self.code is not None else self.status,
-            }
-        }
+        code = self.code if self.code is not None else self.status
+        return error_body(self.message, self.type, code, self.param)
 
     def json_bytes(self) -> bytes:
         return json.dumps(self.body()).encode()

@@ -30,7 +30,7 @@ from rollout.service import Clock, RolloutService, Topology
 from rollout.source import MetricSource
 from rollout.store import Lease, RolloutStore
 from rollout.telemetry import ControlPlaneMetrics
-from rollout.traffic import TrafficPlan
+from rollout.traffic import RouteTraffic, TrafficPlan
 from rollout.webhooks import Webhooks
 
 log = logging.getLogger("rollgate.rollout")
@@ -65,6 +65,7 @@ class ControlPlane:
         self.controller: Controller | None = None
         self._sync: TrafficSync | None = None
         self._tasks: list[asyncio.Task] = []
+        self._routes: Mapping[str, RouteTraffic] = {}  # as last routed, to stamp changes
 
     def router(self) -> APIRouter:
         return admin_router(lambda: self._started_service())
@@ -77,13 +78,11 @@ class ControlPlane:
     async def start(
         self, publish: Callable[[TrafficPlan], None], base: TrafficPlan, backends: frozenset[str]
     ) -> None:
-        routed: list[Mapping] = [{}]
-
         def show(plan: TrafficPlan, rollouts: list[Rollout]) -> None:
             publish(plan)
             self.metrics.show(rollouts)
-            if plan.routes != routed[0]:  # most writes only add evidence
-                routed[0] = plan.routes
+            if plan.routes != self._routes:  # most writes only add evidence
+                self._routes = plan.routes
                 self.metrics.routed_at.set_to_current_time()
 
         self._sync = TrafficSync(self.store, base, show)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from rollout.analysis import Exposure, Verdict, accumulate, judge
@@ -31,14 +31,26 @@ LEASE_MARGIN = 0.8  # lead only for this share of the lease's time to live
 MAX_WINDOW_S = 3600.0  # a controller back from a long outage measures at most the last hour
 
 
+async def repeat(work: Callable[[], Awaitable[None]], interval_s: float, what: str) -> None:
+    """`work` every `interval_s` until cancelled; a store that fails is logged and tried again."""
+    while True:
+        try:
+            await work()
+        except StoreError as exc:
+            log.warning("%s: %s", what, exc)
+        await asyncio.sleep(interval_s)
+
+
 def exposure(rollout: Rollout) -> Exposure:
     step = rollout.plan.steps[rollout.status.step]
     return Exposure(isinstance(step, ShadowStep), weight_bp(rollout.status, rollout.plan))
 
 
-async def measure(source: MetricSource, rollout: Rollout, start: float, end: float) -> Window:
+async def measure(
+    source: MetricSource, rollout: Rollout, shadow: bool, start: float, end: float
+) -> Window:
     """Stable and candidate over the same interval; in shadow the candidate's mirrored copies."""
-    role = "shadow" if exposure(rollout).shadow else "candidate"
+    role = "shadow" if shadow else "candidate"
     stable, candidate = await asyncio.gather(
         source.window(rollout.route, rollout.stable.name, "stable", start, end),
         source.window(rollout.route, rollout.candidate.name, role, start, end),
@@ -59,9 +71,9 @@ async def custom_values(
 async def evaluate(source: MetricSource, rollout: Rollout, now: float) -> tuple[Rollout, list]:
     """Measure the interval since the last evaluation, judge it, and decide."""
     start = max(rollout.evaluated_until or rollout.created_at, now - MAX_WINDOW_S)
-    plan = rollout.plan
+    plan, seen = rollout.plan, exposure(rollout)
     try:
-        window = await measure(source, rollout, start, now)
+        window = await measure(source, rollout, seen.shadow, start, now)
         custom = await custom_values(source, rollout, now)
     except SourceUnavailable as exc:
         # Nothing measured: the window stays open, so the next answer covers the gap.
@@ -69,7 +81,7 @@ async def evaluate(source: MetricSource, rollout: Rollout, now: float) -> tuple[
         status, events = decide(rollout.status, plan, verdict, None, now)
         return replace(rollout, last_verdict=verdict).with_status(status), events
     evidence = accumulate(rollout.evidence, plan, window)
-    verdict = judge(plan, evidence, exposure(rollout), custom)
+    verdict = judge(plan, evidence, seen, custom)
     status, events = decide(rollout.status, plan, verdict, None, now)
     measured = replace(rollout, evidence=evidence, last_verdict=verdict, evaluated_until=now)
     return measured.with_status(status), events
@@ -156,19 +168,9 @@ class Controller:
         await self._on_change(stored, events)
 
     async def run(self, interval_s: float) -> None:
-        async def renew_forever() -> None:
-            while True:
-                await self.renew()
-                await asyncio.sleep(self._ttl / 3)
-
-        renewing = asyncio.create_task(renew_forever())
+        renewing = asyncio.create_task(repeat(self.renew, self._ttl / 3, "lease"))
         try:
-            while True:
-                try:
-                    await self.evaluate_due()
-                except StoreError as exc:
-                    log.warning("controller: %s", exc)
-                await asyncio.sleep(interval_s)
+            await repeat(self.evaluate_due, interval_s, "controller")
         finally:
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -205,10 +207,5 @@ class TrafficSync:
             self._publish(traffic_plan(self._base, rollouts, self._version), rollouts)
 
     async def run(self, interval_s: float) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except StoreError as exc:
-                # The gateway keeps routing by the last plan it saw.
-                log.warning("traffic sync: %s", exc)
-            await asyncio.sleep(interval_s)
+        # On a store error the gateway keeps routing by the last plan it saw.
+        await repeat(self.refresh, interval_s, "traffic sync")

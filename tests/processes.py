@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,38 @@ import yaml
 from serving.process import free_port
 
 START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
 ADMIN_TOKEN = "e2e-admin-token"
+
+
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def stop(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM, then SIGKILL if it outlasts `timeout`; returns once it has exited."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples called `name` carrying `labels` in a /metrics text.
+
+    A line scan rather than prometheus_client's parser: tests poll it every 50 ms
+    on loaded machines, where the parser's cost would blur their timings.
+    """
+    total = 0.0
+    for line in text.splitlines():
+        series, _, value = line.rpartition(" ")
+        found, _, label_text = series.partition("{")
+        if found == name and labels.items() <= dict(_LABEL.findall(label_text)).items():
+            total += float(value)
+    return total
 
 
 class GatewayProcess:
@@ -63,12 +95,8 @@ class GatewayProcess:
             self._proc.wait()
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self._proc is not None:
+            stop(self._proc)
 
     def admin(self, actor: str = "e2e") -> httpx.Client:
         headers = {"authorization": f"Bearer {ADMIN_TOKEN}", "x-rollgate-actor": actor}

@@ -20,6 +20,7 @@ import httpx
 import yaml
 
 from serving.process import free_port
+from tests.processes import stop
 
 JOB = "rollgate"
 START_TIMEOUT_S = 20.0
@@ -56,12 +57,7 @@ def prometheus_server(
         _wait_ready(proc, url, log)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=STOP_TIMEOUT_S)
     if _ready(url):
         raise RuntimeError(f"Prometheus at {url} still answers after it was stopped")
 

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from serving.process import free_port
+from tests.processes import stop
 
 START_TIMEOUT_S = 10.0
 
@@ -36,12 +37,7 @@ def redis_server() -> Iterator[str]:
             _wait_for_ping(proc, port, log)
             yield f"redis://127.0.0.1:{port}/0"
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=START_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, timeout=START_TIMEOUT_S)
         if _pong(port):
             raise RuntimeError(f"redis-server on port {port} still answers after it was stopped")
 

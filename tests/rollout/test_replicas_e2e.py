@@ -7,7 +7,6 @@ replica's traffic), and live users on each replica.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,7 @@ import pytest
 from gateway.assignment import bucket
 from serving.corpus import BRAND_VOICE
 from serving.process import free_port
-from tests.processes import GatewayProcess
+from tests.processes import GatewayProcess, metric_sum
 from tests.prometheus_server import prometheus_server
 from tests.redis_server import redis_server
 from tests.rollout.test_rollout_e2e import plan, variants, wait_for
@@ -34,7 +33,6 @@ LEADER = "rollgate_controller_leader"
 ROUTED_AT = "rollgate_routing_published_timestamp_seconds"
 TRANSITIONS = "rollgate_rollout_transitions_total"
 WEIGHT = "rollgate_rollout_candidate_weight_percent"
-LABEL = re.compile(r'(\w+)="([^"]*)"')
 QUICK = {"min_duration_s": 6, "min_requests": 5}
 # Error rate and safety only: this file is about replicas, not about how an adapter compares.
 PLAN = plan(
@@ -81,19 +79,8 @@ def replicas(vllm_server, tmp_path) -> Iterator[tuple[GatewayProcess, GatewayPro
 
 
 def sample(http: httpx.Client, name: str, **labels: str) -> float:
-    """The sum of the gateway's /metrics samples called `name` that carry `labels`.
-
-    A line scan on a kept-open client rather than the text parser on a new one:
-    polled every 50 ms while two replicas, vLLM and the users share two cores,
-    either cost would blur the timings.
-    """
-    total = 0.0
-    for line in http.get("/metrics").text.splitlines():
-        series, _, value = line.rpartition(" ")
-        found, _, label_text = series.partition("{")
-        if found == name and labels.items() <= dict(LABEL.findall(label_text)).items():
-            total += float(value)
-    return total
+    """From a kept-open client: a new connection per poll is slow on a loaded machine."""
+    return metric_sum(http.get("/metrics").text, name, **labels)
 
 
 def seconds_until(

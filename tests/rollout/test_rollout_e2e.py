@@ -18,7 +18,7 @@ from gateway.assignment import bucket
 from loadtests.standin import Faults, create_standin
 from serving.corpus import BRAND_VOICE, UNSAFE
 from serving.process import free_port
-from tests.processes import GatewayProcess
+from tests.processes import GatewayProcess, metric_sum
 from tests.prometheus_server import prometheus_server
 from tests.servers import serving
 from tests.users import Users
@@ -157,11 +157,8 @@ def test_the_brand_voice_adapter_rolls_out_to_promotion_under_load(start_gateway
 
 def incidents(gateway: GatewayProcess, variant: str) -> float:
     """The gateway's own count of the variant's safety incidents (its /metrics)."""
-    total = 0.0
-    for line in httpx.get(f"{gateway.url}/metrics").text.splitlines():
-        if line.startswith("rollgate_safety_incidents_total{") and f'variant="{variant}"' in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    text = httpx.get(f"{gateway.url}/metrics").text
+    return metric_sum(text, "rollgate_safety_incidents_total", variant=variant)
 
 
 def test_the_unsafe_adapter_is_rolled_back_at_the_first_evaluation_after_an_incident(
