@@ -32,8 +32,10 @@ BODY = {
 }
 
 
-def start(argv: list[str], port: int, health: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, *argv])
+def start(
+    argv: list[str], port: int, health: str, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, *argv], env={**os.environ, **(env or {})})
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -141,7 +143,9 @@ def main() -> None:
             port = free_port()
             routes = routes_file(f"http://127.0.0.1:{upstream}", shadow)
             argv = ["-m", "gateway", "--routes", str(routes), "--port", str(port)]
-            procs.append(start(argv, port, "/healthz"))
+            # As deployed by default: the embedded control plane on, its state its own.
+            state = {"ROLLGATE_STATE": str(routes.parent / "state.db")}
+            procs.append(start(argv, port, "/healthz", state))
             gateways[name] = (port, procs[-1].pid)
 
         def url(port: int) -> str:
