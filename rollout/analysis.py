@@ -317,12 +317,12 @@ def _decide(
     ctx: _Context,
     *,
     evidence: float,
-    samples: tuple[float, float],
     values: tuple[float | None, float | None],
     unit: str,
 ) -> CheckResult:
     """The shared rule: fail on confidence, pass on enough samples and weak evidence, else wait."""
-    n_c, n_s = samples
+    step = _step(ctx)
+    n_c, n_s = _samples(check.metric, step.candidate), _samples(check.metric, step.stable)
     total_c = _samples(check.metric, ctx.evidence.attempt.candidate) if ctx.evidence.attempt else 0
     figures = dict(
         candidate=values[0], stable=values[1], threshold=check.threshold,
@@ -368,7 +368,6 @@ def _error_rate(check: Check, ctx: _Context) -> CheckResult:
     return _decide(
         check, ctx,
         evidence=error_evalue(ctx.evidence.error_log_lr),
-        samples=(w.candidate.requests, w.stable.requests),
         values=(rate_c, rate_s), unit="error rate",
     )  # fmt: skip
 
@@ -380,7 +379,7 @@ def _tail_check(check: Check, ctx: _Context) -> CheckResult:
     tail = ctx.evidence.tails.get(check.metric.value, TailEvidence())
     return _decide(
         check, ctx,
-        evidence=tail_evalue(tail), samples=(h_c.total, h_s.total),
+        evidence=tail_evalue(tail),
         values=(p95_c, p95_s), unit=f"{check.metric.value}, seconds",
     )  # fmt: skip
 
@@ -394,7 +393,7 @@ def _satisfaction(check: Check, ctx: _Context) -> CheckResult:
     return _decide(
         check, ctx,
         evidence=satisfaction_evalue(check.threshold, attempt) if attempt else 1.0,
-        samples=(n_c, n_s), values=(mean_c, mean_s), unit="mean score, points",
+        values=(mean_c, mean_s), unit="mean score, points",
     )  # fmt: skip
 
 
