@@ -7,7 +7,6 @@ user's score (or no score), posted to /v1/feedback.
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
@@ -15,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
+
+from loadtests.answers import answer_text, streamed_text
 
 Rubric = Callable[[str, str], float | None]  # (variant, answer text) -> score 0..1 or None
 PROMPTS = ("How do I reset my password?", "Where is my order?", "Can I change my plan?")
@@ -99,26 +100,7 @@ class Users:
         headers = {"x-rollgate-key": user}
         with http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as response:
             raw = response.read().decode(errors="replace")
-        text = _streamed_text(raw) if stream else _answer_text(raw)
+        text = streamed_text(raw.splitlines()) if stream else answer_text(raw)
         variant = response.headers.get("x-rollgate-variant", "")
         served = Served(sent, time.time(), user, variant, response.status_code, text)
         return served, response.headers.get("x-request-id", "")
-
-
-def _answer_text(raw: str) -> str:
-    try:
-        return json.loads(raw)["choices"][0]["message"]["content"] or ""
-    except (ValueError, KeyError, IndexError, TypeError):
-        return ""
-
-
-def _streamed_text(raw: str) -> str:
-    parts = []
-    for line in raw.splitlines():
-        if line.startswith("data: ") and line != "data: [DONE]":
-            try:
-                choices = json.loads(line[6:]).get("choices") or [{}]
-            except ValueError:
-                continue
-            parts.append((choices[0].get("delta") or {}).get("content") or "")
-    return "".join(parts)
