@@ -30,9 +30,10 @@ from gateway.routes import RoutesFile, RoutingTable
 from gateway.safety import DenyPatterns, SafetyChecker
 from gateway.services import Services
 from gateway.settings import GatewaySettings
-from gateway.shadow import PairSample, ShadowMirror
+from gateway.shadow import PairSample, Preference, ShadowMirror
 from gateway.upstream import Backend, Timeouts
 from rollout.errors import RolloutError
+from rollout.source import SourceUnavailable
 from rollout.traffic import TrafficPlan
 
 
@@ -55,6 +56,12 @@ class FeedbackIn(BaseModel):
     score: float = Field(ge=0.0, le=1.0, description="0 (bad) .. 1 (good)")
 
 
+class ReviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    preferred: Preference = Field(description="the better answer: a, b, or same")
+
+
 async def _gateway_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc)  # type: ignore[arg-type]
 
@@ -71,6 +78,11 @@ async def _rollout_error(_: Request, exc: RolloutError) -> JSONResponse:
         r"(?<!^)(?=[A-Z])", "_", type(exc).__name__
     ).lower()  # RolloutNotFound: rollout_not_found
     return JSONResponse(error_body(str(exc), kind, exc.status), status_code=exc.status)
+
+
+async def _source_unavailable(_: Request, exc: SourceUnavailable) -> JSONResponse:
+    # The admin API's series read the metric source, which did not answer.
+    return JSONResponse(error_body(str(exc), "source_unavailable", 503), status_code=503)
 
 
 async def _unexpected(request: Request, _: Exception) -> JSONResponse:
@@ -152,6 +164,7 @@ def create_app(
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(RolloutError, _rollout_error)
+    app.add_exception_handler(SourceUnavailable, _source_unavailable)
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(ChatFastPath)
 
@@ -195,12 +208,23 @@ def create_app(
             raise NotFound(
                 f"no answer with id {body.request_id!r} (unknown or expired)", param="request_id"
             )
-        services.recorder.scored(served, body.score)
+        services.recorder.scored(served.route, served.variant, served.role, body.score)
         return {"request_id": body.request_id, "route": served.route, "variant": served.variant}
 
     @app.get("/admin/shadow-pairs", dependencies=[Depends(require_admin)])
     async def shadow_pairs(route: str | None = None) -> dict:
         return {"pairs": [p.public() for p in services.shadow.pairs.list(route)]}
+
+    @app.post("/admin/shadow-pairs/{pair_id}/review", dependencies=[Depends(require_admin)])
+    async def review_pair(pair_id: str, body: ReviewIn) -> dict:
+        pair = services.shadow.review(pair_id, body.preferred)
+        if pair is None:
+            raise NotFound(
+                f"no shadow pair {pair_id!r} (unknown, rotated out, or already reviewed)",
+                param="pair_id",
+            )
+        # Which answer was the candidate's stays on the server, even after the review.
+        return {"pair_id": pair.pair_id, "route": pair.route, "preferred": body.preferred}
 
     if control_plane is not None:
         app.include_router(control_plane.router(), dependencies=[Depends(require_admin)])

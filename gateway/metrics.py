@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gateway.compare import Comparison
 from gateway.exchange import Exchange, Outcome
+from rollout.source import REVIEW_ROLE
 from rollout.traffic import TrafficPlan
 
 
@@ -92,7 +93,9 @@ class GatewayMetrics:
             "finish_reason_total", "Answers by finish reason.", (*VARIANT, "reason")
         )
         self.safety = counter("safety_incidents_total", "Flagged answers.", (*VARIANT, "rule"))
-        self.feedback = histogram("feedback_score", "User scores, 0..1.", SCORE_BUCKETS)
+        self.feedback = histogram(
+            "feedback_score", "User scores and blind reviews (role review), 0..1.", SCORE_BUCKETS
+        )
         self.weight = Gauge(
             "rollgate_traffic_weight_percent",
             "Share of users served by each variant.",
@@ -154,7 +157,7 @@ class GatewayMetrics:
             self.finish.labels(*labels, x.finish_reason).inc()
 
     def scored(self, route: str, variant: str, role: str, score: float) -> None:
-        """ExchangeSink: a user's score for an answer."""
+        """ExchangeSink: a user's score for an answer, or a blind review's (role `review`)."""
         self.feedback.labels(route, variant, role).observe(score)
 
     def compared(self, route: str, variant: str, c: Comparison) -> None:
@@ -177,6 +180,9 @@ class GatewayMetrics:
                 self._zero((t.route, t.candidate.name, "candidate"))
                 if t.shadow_sample:
                     self._zero((t.route, t.candidate.name, "shadow"))
+                    # Blind reviews of the shadow pairs score both variants.
+                    for name in (t.stable.name, t.candidate.name):
+                        self.feedback.labels(t.route, name, REVIEW_ROLE)
             self.shadow_sample.labels(t.route).set(t.shadow_sample)
 
     def _zero(self, labels: tuple[str, str, str]) -> None:

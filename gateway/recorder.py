@@ -9,7 +9,6 @@ import logging
 from collections.abc import Callable, Sequence
 
 from gateway.exchange import Exchange, ExchangeSink, Outcome
-from gateway.feedback import Served
 from gateway.metrics import GatewayMetrics
 from gateway.safety import SafetyChecker
 
@@ -38,10 +37,10 @@ class Recorder:
         self.metrics.record(x)
         self._tell_sinks(lambda sink: sink.record(x))
 
-    def scored(self, served: Served, score: float) -> None:
-        """A user's score (0..1) for the answer `served` describes."""
-        self.metrics.scored(served.route, served.variant, served.role, score)
-        self._tell_sinks(lambda sink: sink.scored(served.route, served.variant, served.role, score))
+    def scored(self, route: str, variant: str, role: str, score: float) -> None:
+        """A score (0..1) for an answer of `variant` in `role`: a user's, or a blind review's."""
+        self.metrics.scored(route, variant, role, score)
+        self._tell_sinks(lambda sink: sink.scored(route, variant, role, score))
 
     def _tell_sinks(self, tell: Callable[[ExchangeSink], None]) -> None:
         for sink in self._sinks:

@@ -4,6 +4,9 @@ The client only ever sees stable's answer. Copies wait in a bounded queue
 (when it is full the copy is dropped and counted); workers send them, wait for
 stable's answer, compare the two and keep a capped, rotating sample of pairs
 for blind review: A and B are shuffled and only the server knows which is which.
+A reviewer's preference becomes a score for each variant (role `review`), which
+the rollout's satisfaction check judges in the shadow phase; a reviewed pair
+leaves the sample.
 """
 
 from __future__ import annotations
@@ -14,15 +17,18 @@ import random
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from gateway.compare import compare
 from gateway.errors import UpstreamError
 from gateway.exchange import Clock, Exchange, Outcome
 from gateway.forward import Attempt, exchange_whole
 from gateway.recorder import Recorder
+from rollout.source import REVIEW_ROLE
 
 log = logging.getLogger("rollgate.shadow")
+
+Preference = Literal["a", "b", "same"]
 
 
 @dataclass(slots=True)
@@ -41,7 +47,18 @@ class BlindPair:
     messages: Any
     answer_a: str
     answer_b: str
-    a_is_candidate: bool  # never leaves the server
+    # Never leave the server: a reviewer who knew them could no longer judge blind.
+    a_is_candidate: bool
+    candidate: str  # variant names
+    stable: str
+
+    def scores(self, preferred: Preference) -> tuple[tuple[str, float], tuple[str, float]]:
+        """(variant, score) for candidate and stable: the preferred answer 1, the other 0."""
+        if preferred == "same":
+            return (self.candidate, 0.5), (self.stable, 0.5)
+        candidate_won = (preferred == "a") == self.a_is_candidate
+        won, lost = (1.0, 0.0) if candidate_won else (0.0, 1.0)
+        return (self.candidate, won), (self.stable, lost)
 
     def public(self) -> dict[str, Any]:
         return {
@@ -61,10 +78,13 @@ class PairSample:
         self._capacity = capacity
         self._rng = rng
 
-    def add(self, route: str, messages: Any, stable: str, candidate: str) -> BlindPair:
+    def add(self, route: str, messages: Any, stable: Exchange, candidate: Exchange) -> BlindPair:
         a_is_candidate = self._rng.random() < 0.5
         a, b = (candidate, stable) if a_is_candidate else (stable, candidate)
-        pair = BlindPair(uuid.uuid4().hex, route, messages, a, b, a_is_candidate)
+        pair = BlindPair(
+            uuid.uuid4().hex, route, messages, a.text, b.text, a_is_candidate,
+            candidate.variant, stable.variant,
+        )  # fmt: skip
         self._pairs[pair.pair_id] = pair
         while len(self._pairs) > self._capacity:
             self._pairs.popitem(last=False)
@@ -72,6 +92,10 @@ class PairSample:
 
     def get(self, pair_id: str) -> BlindPair | None:
         return self._pairs.get(pair_id)
+
+    def take(self, pair_id: str) -> BlindPair | None:
+        """The pair, removed from the sample (each is reviewed once); None if not there."""
+        return self._pairs.pop(pair_id, None)
 
     def list(self, route: str | None = None) -> list[BlindPair]:
         return [p for p in self._pairs.values() if route in (None, p.route)]
@@ -103,6 +127,14 @@ class ShadowMirror:
             self._recorder.metrics.shadow_dropped.labels(job.route, "queue_full").inc()
             return False
         return True
+
+    def review(self, pair_id: str, preferred: Preference) -> BlindPair | None:
+        """Record a blind review as both variants' scores; None for a pair not in the sample."""
+        pair = self.pairs.take(pair_id)
+        if pair is not None:
+            for variant, score in pair.scores(preferred):
+                self._recorder.scored(pair.route, variant, REVIEW_ROLE, score)
+        return pair
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
@@ -144,4 +176,4 @@ class ShadowMirror:
         comparison = compare(stable.text, stable.duration, x.text if ok else None, x.duration)
         self._recorder.metrics.compared(job.route, variant.name, comparison)
         if ok:
-            self.pairs.add(job.route, job.messages, stable.text, x.text)
+            self.pairs.add(job.route, job.messages, stable, x)

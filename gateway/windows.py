@@ -59,6 +59,15 @@ def _histogram(bounds: Sequence[float], seconds: Iterable[Sparse]) -> Histogram:
     return Histogram(tuple(bounds), tuple(counts))
 
 
+def _between(by_second: dict[int, _Second], start: float, end: float) -> list[_Second]:
+    """The tallies of the seconds s with start < s <= end."""
+    if end - start < len(by_second):
+        # A chart's short interval in a long history: look up its few seconds.
+        seconds = range(math.floor(start) + 1, math.floor(end) + 1)
+        return [tally for s in seconds if (tally := by_second.get(s)) is not None]
+    return [tally for s, tally in by_second.items() if start < s <= end]
+
+
 class LocalWindows:
     """What each variant did, second by second; `clock` is wall-clock epoch seconds.
 
@@ -98,8 +107,7 @@ class LocalWindows:
     async def window(
         self, route: str, variant: str, role: str, start: float, end: float
     ) -> VariantWindow:
-        by_second = self._seconds.get((route, variant, role), {})
-        seconds = [tally for s, tally in by_second.items() if start < s <= end]
+        seconds = _between(self._seconds.get((route, variant, role), {}), start, end)
         return VariantWindow(
             requests=float(sum(t.requests for t in seconds)),
             errors=float(sum(t.errors for t in seconds)),

@@ -31,7 +31,11 @@ The tests, by metric:
   p95, so the count above that limit is binomial with p <= 0.05.
 * satisfaction (mean score in points, 0..100): a normal mixture sequential test
   (mSPRT) on the difference in means, with the variance bound m(1 - m) of
-  scores in [0, 1].
+  scores in [0, 1]. At weights it judges users' scores; in shadow nobody sees
+  the candidate's answers, so it judges blind reviews of shadow pairs (each
+  scores the preferred answer 1 and the other 0, or both 0.5). While a shadow
+  step has fewer reviews than a verdict needs it is skipped, not waited for:
+  reviews are voluntary, and a rollout nobody reviews must not be held.
 * safety: critical, no statistics, no sample minimum: one candidate incident fails.
 * PromQL: the query's value against its threshold, as measured.
 """
@@ -66,7 +70,7 @@ STATISTICAL = frozenset({
 
 class Status(StrEnum):
     PASS = "pass"
-    SKIPPED = "skipped"  # cannot be measured in this step (e.g. satisfaction in shadow)
+    SKIPPED = "skipped"  # not judged in this step (e.g. satisfaction in shadow, unreviewed)
     INCONCLUSIVE = "inconclusive"
     FAIL = "fail"
 
@@ -144,9 +148,12 @@ class Evidence:
     step: Window | None = None  # since the current step started
     error_log_lr: tuple[float, ...] = (0.0,) * len(ERROR_RATIO_GRID)
     tails: Mapping[str, TailEvidence] = field(default_factory=dict)  # by latency metric
+    # Blind reviews' scores of shadow pairs (as feedback), in shadow steps only.
+    reviews: Window | None = None  # since the attempt started
+    step_reviews: Window | None = None  # since the current step started
 
     def next_step(self) -> Evidence:
-        return replace(self, step=None)
+        return replace(self, step=None, step_reviews=None)
 
 
 def _add(total: Window | None, interval: Window) -> Window:
@@ -156,8 +163,10 @@ def _add(total: Window | None, interval: Window) -> Window:
 # --- accumulating one interval --------------------------------------------------------------
 
 
-def accumulate(evidence: Evidence, plan: RolloutPlan, interval: Window) -> Evidence:
-    """Fold one evaluation interval into the evidence."""
+def accumulate(
+    evidence: Evidence, plan: RolloutPlan, interval: Window, reviews: Window | None = None
+) -> Evidence:
+    """Fold one evaluation interval, and in shadow its blind reviews, into the evidence."""
     step = _add(evidence.step, interval)
     tails = dict(evidence.tails)
     error_log_lr = evidence.error_log_lr
@@ -168,7 +177,16 @@ def accumulate(evidence: Evidence, plan: RolloutPlan, interval: Window) -> Evide
             tails[check.metric.value] = _tail(
                 tails.get(check.metric.value, TailEvidence()), check, step, interval
             )
-    return Evidence(_add(evidence.attempt, interval), step, error_log_lr, tails)
+    if reviews is not None:
+        evidence = replace(
+            evidence,
+            reviews=_add(evidence.reviews, reviews),
+            step_reviews=_add(evidence.step_reviews, reviews),
+        )
+    return replace(
+        evidence, attempt=_add(evidence.attempt, interval), step=step,
+        error_log_lr=error_log_lr, tails=tails,
+    )  # fmt: skip
 
 
 def _error_log_lr(log_lr: tuple[float, ...], threshold: float, w: Window) -> tuple[float, ...]:
@@ -242,8 +260,11 @@ def _mean_and_variance(v: VariantWindow) -> tuple[float, float]:
     return mean, smoothed * (1 - smoothed) / v.feedback_count
 
 
-def satisfaction_evalue(threshold_points: float, w: Window) -> float:
-    """mSPRT (normal mixture): stable's mean exceeds the candidate's by more than the threshold."""
+def satisfaction_evalue(threshold_points: float, w: Window, *, paired: bool = False) -> float:
+    """mSPRT (normal mixture): stable's mean exceeds the candidate's by more than the threshold.
+
+    `paired`: blind reviews, where each review scores both variants.
+    """
     if w.candidate.feedback_count <= 0 or w.stable.feedback_count <= 0:
         return 1.0
     m_c, var_c = _mean_and_variance(w.candidate)
@@ -252,6 +273,10 @@ def satisfaction_evalue(threshold_points: float, w: Window) -> float:
     if excess <= 0:
         return 1.0
     var, tau2 = var_c + var_s, SATISFACTION_MIXTURE_SD**2
+    if paired:
+        # A review's two scores add up to 1: their covariance is -var_c (= -var_s, with the
+        # smoothing above), which doubles the variance of the difference.
+        var *= 2
     exponent = tau2 * excess**2 / (2 * var * (var + tau2))
     exponent = min(exponent, MAX_LOG_EVIDENCE)
     return math.sqrt(var / (var + tau2)) * math.exp(exponent)
@@ -297,9 +322,7 @@ def _judge_one(check: Check, ctx: _Context) -> CheckResult:
     if check.metric is Metric.PROMQL:
         return _promql(check, ctx)
     if check.metric is Metric.SATISFACTION and ctx.exposure.shadow:
-        return CheckResult(
-            check.name, check.metric, Status.SKIPPED, "shadow answers reach no user to score them"
-        )
+        return _blind_reviews(check, ctx)
     if ctx.exposure.weight_bp >= FULL_WEIGHT_BP and not ctx.exposure.shadow:
         return CheckResult(
             check.name, check.metric, Status.SKIPPED,
@@ -384,17 +407,38 @@ def _tail_check(check: Check, ctx: _Context) -> CheckResult:
     )  # fmt: skip
 
 
-def _satisfaction(check: Check, ctx: _Context) -> CheckResult:
+def _satisfaction(
+    check: Check, ctx: _Context, *, paired: bool = False, unit: str = "mean score, points"
+) -> CheckResult:
     w = _step(ctx)
     n_c, n_s = w.candidate.feedback_count, w.stable.feedback_count
     mean_c = 100 * w.candidate.feedback_sum / n_c if n_c else None
     mean_s = 100 * w.stable.feedback_sum / n_s if n_s else None
     attempt = ctx.evidence.attempt
-    return _decide(
-        check, ctx,
-        evidence=satisfaction_evalue(check.threshold, attempt) if attempt else 1.0,
-        values=(mean_c, mean_s), unit="mean score, points",
-    )  # fmt: skip
+    evalue = satisfaction_evalue(check.threshold, attempt, paired=paired) if attempt else 1.0
+    return _decide(check, ctx, evidence=evalue, values=(mean_c, mean_s), unit=unit)
+
+
+def _blind_reviews(check: Check, ctx: _Context) -> CheckResult:
+    """Satisfaction in shadow: reviewers' blind preferences stand in for users' scores."""
+    evidence = ctx.evidence
+    reviewed = evidence.step_reviews.candidate.feedback_count if evidence.step_reviews else 0.0
+    if reviewed <= 0:
+        return CheckResult(
+            check.name, check.metric, Status.SKIPPED,
+            "no blind reviews yet in this step: shadow answers reach no user to score them",
+            threshold=check.threshold,
+        )  # fmt: skip
+    reviews = replace(evidence, attempt=evidence.reviews, step=evidence.step_reviews)
+    result = _satisfaction(
+        check, replace(ctx, evidence=reviews), paired=True, unit="mean blind-review score, points"
+    )
+    minimum = ctx.plan.min_samples
+    if result.status is Status.FAIL or reviewed >= minimum:
+        return result
+    reason = f"{reviewed:.0f} blind review(s) in this step, a verdict needs {minimum}: "
+    reason += "not holding the step"
+    return replace(result, status=Status.SKIPPED, reason=reason)
 
 
 def _safety(check: Check, ctx: _Context) -> CheckResult:

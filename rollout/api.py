@@ -4,6 +4,7 @@
     GET  /admin/rollouts                    every rollout, with each check's last verdict
     GET  /admin/rollouts/{route}            one rollout
     GET  /admin/rollouts/{route}/history    its audit events, oldest first
+    GET  /admin/rollouts/{route}/series     ?seconds=600&points=60: per interval, for charts
     POST /admin/rollouts/{route}/weight     {"percent": 7.5}: set the weight and pause
     POST /admin/rollouts/{route}/pause      {"reason": "..."}
     POST /admin/rollouts/{route}/resume
@@ -13,10 +14,20 @@
 
 The caller names itself in `X-Rollgate-Actor` (the CLI sends the user's login);
 the token authenticates, the actor is what the audit log records.
+
+`series` reads the control plane's metric source (the gateway's windows or
+Prometheus) for the last `seconds` (at most 3600) in `points` equal intervals
+(at most 120: each costs a Prometheus source two to four queries) of whole
+seconds. Each point holds, for `stable` and `candidate` (its mirrored copies in
+a shadow step: `candidate_role` says which), `requests`, `error_rate`,
+`latency_p95_s` and `mean_score` (0..100; users' scores, or blind reviews in a
+shadow step: `scores` says which) with its sample count `scored`; a figure
+without data is null. 503 when the metric source does not answer.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import asdict
@@ -24,13 +35,19 @@ from dataclasses import asdict
 from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from rollout.analysis import TAIL_SHARE
+from rollout.controller import exposure, measure_series
 from rollout.machine import AuditEvent, Command, CommandKind, shadow_sample, step_label, weight_bp
 from rollout.plan import RolloutPlan
 from rollout.record import Rollout
-from rollout.service import RolloutService
+from rollout.service import Clock, RolloutService
+from rollout.source import REVIEW_ROLE, MetricSource
+from rollout.windows import VariantWindow, Window
 
 ACTOR_HEADER = "x-rollgate-actor"
 _ACTOR = re.compile(r"[^A-Za-z0-9@._ -]")
+MAX_SERIES_SECONDS = 3600  # what the gateway's own windows keep
+MAX_SERIES_POINTS = 120
 
 
 class WeightIn(BaseModel):
@@ -85,7 +102,46 @@ def event_view(e: AuditEvent) -> dict:
     return asdict(e)
 
 
-def admin_router(service: Callable[[], RolloutService]) -> APIRouter:
+def variant_point(v: VariantWindow, scores: VariantWindow) -> dict:
+    """One variant over one interval; `scores` is the window whose feedback counts."""
+    scored = scores.feedback_count
+    return {
+        "requests": v.requests,
+        "error_rate": v.errors / v.requests if v.requests else None,
+        "latency_p95_s": v.latency.quantile(1 - TAIL_SHARE),
+        "mean_score": 100 * scores.feedback_sum / scored if scored else None,
+        "scored": scored,
+    }
+
+
+def series_view(
+    rollout: Rollout, intervals: list[tuple[Window, Window | None]], width_s: int
+) -> dict:
+    shadow = exposure(rollout).shadow
+    points = []
+    for window, reviews in intervals:
+        scores = reviews or window
+        points.append({
+            "start": window.start,
+            "end": window.end,
+            "stable": variant_point(window.stable, scores.stable),
+            "candidate": variant_point(window.candidate, scores.candidate),
+        })  # fmt: skip
+    return {
+        "route": rollout.route,
+        "rollout_id": rollout.rollout_id,
+        "stable": rollout.stable.name,
+        "candidate": rollout.candidate.name,
+        "candidate_role": "shadow" if shadow else "candidate",
+        "scores": REVIEW_ROLE if shadow else "feedback",
+        "width_s": width_s,
+        "points": points,
+    }
+
+
+def admin_router(
+    service: Callable[[], RolloutService], source: MetricSource, clock: Clock
+) -> APIRouter:
     router = APIRouter(prefix="/admin/rollouts", tags=["rollouts"])
 
     async def command(route: str, kind: CommandKind, actor: str | None, **fields) -> dict:
@@ -108,6 +164,18 @@ def admin_router(service: Callable[[], RolloutService]) -> APIRouter:
     async def history(route: str, limit: int = Query(100, ge=1, le=10_000)) -> dict:
         await service().get(route)  # 404 for a route that never had a rollout
         return {"events": [event_view(e) for e in await service().history(route, limit)]}
+
+    @router.get("/{route}/series")
+    async def series(
+        route: str,
+        seconds: int = Query(600, ge=1, le=MAX_SERIES_SECONDS),
+        points: int = Query(60, ge=1, le=MAX_SERIES_POINTS),
+    ) -> dict:
+        rollout = await service().get(route)
+        # Whole seconds, ending at one that is over: both sources count by the second.
+        width_s = max(seconds // points, 1)
+        intervals = await measure_series(source, rollout, math.floor(clock()), width_s, points)
+        return series_view(rollout, intervals, width_s)
 
     @router.post("/{route}/weight")
     async def set_weight(route: str, body: WeightIn, x_rollgate_actor: str | None = Header(None)):

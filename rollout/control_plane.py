@@ -68,7 +68,7 @@ class ControlPlane:
         self._routes: Mapping[str, RouteTraffic] = {}  # as last routed, to stamp changes
 
     def router(self) -> APIRouter:
-        return admin_router(lambda: self._started_service())
+        return admin_router(lambda: self._started_service(), self._source, self._clock)
 
     def _started_service(self) -> RolloutService:
         if self.service is None:

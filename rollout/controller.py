@@ -20,7 +20,7 @@ from rollout.machine import decide, weight_bp
 from rollout.plan import Metric, ShadowStep
 from rollout.record import Rollout, traffic_plan
 from rollout.service import Clock, OnChange
-from rollout.source import MetricSource, SourceUnavailable
+from rollout.source import REVIEW_ROLE, MetricSource, SourceUnavailable
 from rollout.store import Lease, RolloutStore
 from rollout.traffic import TrafficPlan
 from rollout.windows import Window
@@ -29,6 +29,7 @@ log = logging.getLogger("rollgate.controller")
 
 LEASE_MARGIN = 0.8  # lead only for this share of the lease's time to live
 MAX_WINDOW_S = 3600.0  # a controller back from a long outage measures at most the last hour
+SERIES_CONCURRENCY = 8  # intervals of a chart's series measured at once
 
 
 async def repeat(work: Callable[[], Awaitable[None]], interval_s: float, what: str) -> None:
@@ -48,14 +49,36 @@ def exposure(rollout: Rollout) -> Exposure:
 
 async def measure(
     source: MetricSource, rollout: Rollout, shadow: bool, start: float, end: float
-) -> Window:
-    """Stable and candidate over the same interval; in shadow the candidate's mirrored copies."""
-    role = "shadow" if shadow else "candidate"
-    stable, candidate = await asyncio.gather(
-        source.window(rollout.route, rollout.stable.name, "stable", start, end),
-        source.window(rollout.route, rollout.candidate.name, role, start, end),
-    )
-    return Window(stable, candidate, start, end)
+) -> tuple[Window, Window | None]:
+    """Stable and candidate over the same interval; in shadow the candidate's mirrored copies.
+
+    In shadow also both variants' blind-review scores (as feedback); None at weights.
+    """
+    stable, candidate = rollout.stable.name, rollout.candidate.name
+    asked = [(stable, "stable"), (candidate, "shadow" if shadow else "candidate")]
+    if shadow:
+        asked += [(stable, REVIEW_ROLE), (candidate, REVIEW_ROLE)]
+    w = await asyncio.gather(*(source.window(rollout.route, v, r, start, end) for v, r in asked))
+    reviews = Window(w[2], w[3], start, end) if shadow else None
+    return Window(w[0], w[1], start, end), reviews
+
+
+async def measure_series(
+    source: MetricSource, rollout: Rollout, end: float, width_s: float, points: int
+) -> list[tuple[Window, Window | None]]:
+    """The last `points` intervals of `width_s` up to `end`, measured as the current step is.
+
+    For charts. A few intervals at a time, so a Prometheus source answers them in turn.
+    """
+    shadow = exposure(rollout).shadow
+    in_flight = asyncio.Semaphore(SERIES_CONCURRENCY)
+
+    async def one(i: int) -> tuple[Window, Window | None]:
+        start = end - (points - i) * width_s
+        async with in_flight:
+            return await measure(source, rollout, shadow, start, start + width_s)
+
+    return list(await asyncio.gather(*(one(i) for i in range(points))))
 
 
 async def custom_values(
@@ -73,14 +96,14 @@ async def evaluate(source: MetricSource, rollout: Rollout, now: float) -> tuple[
     start = max(rollout.evaluated_until or rollout.created_at, now - MAX_WINDOW_S)
     plan, seen = rollout.plan, exposure(rollout)
     try:
-        window = await measure(source, rollout, seen.shadow, start, now)
+        window, reviews = await measure(source, rollout, seen.shadow, start, now)
         custom = await custom_values(source, rollout, now)
     except SourceUnavailable as exc:
         # Nothing measured: the window stays open, so the next answer covers the gap.
         verdict = Verdict.unavailable(plan, str(exc))
         status, events = decide(rollout.status, plan, verdict, None, now)
         return replace(rollout, last_verdict=verdict).with_status(status), events
-    evidence = accumulate(rollout.evidence, plan, window)
+    evidence = accumulate(rollout.evidence, plan, window, reviews)
     verdict = judge(plan, evidence, seen, custom)
     status, events = decide(rollout.status, plan, verdict, None, now)
     measured = replace(rollout, evidence=evidence, last_verdict=verdict, evaluated_until=now)

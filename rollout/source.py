@@ -2,8 +2,10 @@
 
 `PrometheusSource` asks a Prometheus server over its HTTP query API (production,
 several gateway replicas); the gateway's in-process windows answer the same
-questions for the embedded default. A source that cannot answer raises
-`SourceUnavailable`: the checks then say inconclusive, never pass.
+questions for the embedded default. A window is asked by role: `stable`,
+`candidate`, `shadow` (mirrored copies), or `review` (scores only: blind reviews
+of shadow pairs). A source that cannot answer raises `SourceUnavailable`: the
+checks then say inconclusive, never pass.
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ from __future__ import annotations
 from typing import Protocol
 
 from rollout.windows import VariantWindow
+
+# The role blind reviews of shadow pairs are recorded under, for both variants of a pair:
+# reviewers' scores, kept apart from users' scores of the answers they were served.
+REVIEW_ROLE = "review"
 
 
 class SourceUnavailable(Exception):

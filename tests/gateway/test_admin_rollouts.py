@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -177,3 +178,55 @@ def test_the_api_answers_with_each_checks_verdict_and_why(stack) -> None:
     history = http.get("/admin/rollouts/support/history", headers=headers).json()["events"]
     assert history[0]["actor"] == "carol"
     assert history[-1]["kind"] == "waiting"
+
+
+def test_series_give_each_variant_per_interval_for_charts(stack) -> None:
+    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    http = stack.http
+    assert http.post("/admin/rollouts", json=PLAN, headers=headers).status_code == 201
+    chat = {"model": "support", "messages": [{"role": "user", "content": "Hi"}]}
+    for _ in range(4):
+        assert http.post("/v1/chat/completions", json=chat).status_code == 200
+    deadline = time.monotonic() + 10
+    while len(pairs := http.get("/admin/shadow-pairs", headers=headers).json()["pairs"]) < 4:
+        assert time.monotonic() < deadline, "the shadow copies were never compared"
+        time.sleep(0.05)
+    review = f"/admin/shadow-pairs/{pairs[0]['pair_id']}/review"
+    assert http.post(review, json={"preferred": "same"}, headers=headers).status_code == 200
+    time.sleep(1.1)  # the series read seconds that are over
+
+    series = http.get("/admin/rollouts/support/series?seconds=60&points=6", headers=headers)
+    assert series.status_code == 200
+    body = series.json()
+    assert (body["candidate_role"], body["scores"], body["width_s"]) == ("shadow", "review", 10)
+    points = body["points"]
+    assert len(points) == 6
+    assert all(a["end"] == b["start"] for a, b in itertools.pairwise(points))
+    assert sum(p["stable"]["requests"] for p in points) == 4
+    assert sum(p["candidate"]["requests"] for p in points) == 4  # the mirrored copies
+    scored = [p for p in points if p["candidate"]["scored"]]
+    assert [(p["candidate"]["mean_score"], p["stable"]["mean_score"]) for p in scored] == [
+        (50.0, 50.0)
+    ]
+    answered = [p for p in points if p["stable"]["requests"]]
+    assert all(p["stable"]["error_rate"] == 0 for p in answered)
+    assert all(p["stable"]["latency_p95_s"] > 0 for p in answered)
+    assert all(p["stable"]["mean_score"] is None for p in points if not p["stable"]["scored"])
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [("points=121", 422), ("points=0", 422), ("seconds=3601", 422), ("seconds=abc", 422)],
+)
+def test_series_are_bounded(stack, query, status) -> None:
+    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    stack.http.post("/admin/rollouts", json=PLAN, headers=headers)
+    response = stack.http.get(f"/admin/rollouts/support/series?{query}", headers=headers)
+    assert response.status_code == status
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_series_of_a_route_without_a_rollout_is_404(stack) -> None:
+    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    response = stack.http.get("/admin/rollouts/support/series", headers=headers)
+    assert response.status_code == 404

@@ -35,12 +35,21 @@ def test_published_variants_export_zeros_before_their_first_request():
         assert registry.get_sample_value("rollgate_safety_incidents_total", incidents) == 0
     shadow = {"route": "support", "variant": "v2", "role": "shadow"}
     assert registry.get_sample_value("rollgate_request_duration_seconds_count", shadow) is None
+    review = {"route": "support", "variant": "v2", "role": "review"}
+    assert registry.get_sample_value("rollgate_feedback_score_count", review) is None
 
 
 def test_a_shadowed_candidate_exports_zeros_for_its_shadow_copies():
     registry = published(RouteTraffic("support", STABLE, CANDIDATE, shadow_sample=0.1))
     labels = {"route": "support", "variant": "v2", "role": "shadow", "outcome": "error"}
     assert registry.get_sample_value("rollgate_requests_total", labels) == 0
+    for variant in ("base", "v2"):  # blind reviews of the pairs score both
+        review = {"route": "support", "variant": variant, "role": "review"}
+        assert registry.get_sample_value("rollgate_feedback_score_count", review) == 0
+        assert (
+            registry.get_sample_value("rollgate_requests_total", {**review, "outcome": "ok"})
+            is None
+        )
 
 
 def test_every_metric_carries_the_rollgate_prefix():

@@ -8,7 +8,6 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.exchange import Exchange, Outcome
-from gateway.feedback import Served
 from gateway.metrics import LATENCY_BUCKETS, PER_TOKEN_BUCKETS, GatewayMetrics
 from gateway.recorder import Recorder
 from gateway.safety import DEFAULT_DENY_PATTERNS, DenyPatterns
@@ -83,6 +82,17 @@ async def test_windows_that_meet_count_everything_once(windows, clock):
     assert await requests(windows, 101.5, 103) == 1
 
 
+async def test_short_windows_in_a_long_history_count_the_same_seconds(windows, clock):
+    """Charts read many short windows of an hour's history (looked up second by second)."""
+    times = [100.0 + 0.7 * i for i in range(500)]
+    for now in times:
+        clock.now = now
+        windows.record(exchange())
+    for start, end in ((99, 100), (150.2, 160), (150.5, 150.9), (200, 260.3), (300, 460)):
+        expected = sum(start < math.ceil(t) <= end for t in times)
+        assert await requests(windows, start, end) == expected, (start, end)
+
+
 async def test_roles_and_variants_are_kept_apart(windows):
     windows.record(exchange())
     windows.record(exchange(variant="v2", role=Role.CANDIDATE))
@@ -150,7 +160,7 @@ async def test_the_recorder_sends_incidents_and_scores_to_its_sinks(windows):
     recorder = Recorder(GatewayMetrics(registry), DenyPatterns(DEFAULT_DENY_PATTERNS), [windows])
     recorder.finished(exchange(ttft=0.1, text="First send me your password."))
     recorder.finished(exchange(ttft=0.1, text="Open Settings."))
-    recorder.scored(Served("support", "base", "stable", at=0.0), 0.75)
+    recorder.scored("support", "base", "stable", 0.75)
     w = await windows.window("support", "base", "stable", *EVER)
     assert (w.requests, w.incidents, w.feedback_count, w.feedback_sum) == (2, 1, 1, 0.75)
     labels = {"route": "support", "variant": "base", "role": "stable"}

@@ -11,6 +11,7 @@ from rollout.analysis import (
     Verdict,
     accumulate,
     judge,
+    satisfaction_evalue,
 )
 from rollout.plan import Check, Metric, RolloutPlan
 from rollout.windows import Histogram, VariantWindow, Window
@@ -137,12 +138,6 @@ def test_lower_satisfaction_fails_and_equal_passes() -> None:
     assert only(same).status is Status.PASS
 
 
-def test_satisfaction_is_skipped_in_shadow() -> None:
-    plan = make_plan(SATISFACTION)
-    result = only(judge(plan, Evidence(), Exposure(shadow=True, weight_bp=0)))
-    assert result.status is Status.SKIPPED
-
-
 def test_relative_checks_are_skipped_at_full_weight_but_safety_is_not() -> None:
     plan = make_plan(ERRORS, SAFETY, min_samples=1)
     evidence = feed(plan, variant(0), variant(100, incidents=1))
@@ -187,3 +182,74 @@ def test_evidence_persists_across_steps_but_the_step_window_restarts() -> None:
     assert evidence.attempt.candidate.requests == 1000
     result = only(judge(plan, evidence, RUNNING))
     assert result.status is Status.FAIL  # confidence carried over; no new samples needed
+
+
+SHADOW = Exposure(shadow=True, weight_bp=0)
+
+
+def reviewed(plan: RolloutPlan, candidate_wins: float, reviews: int, times: int = 1) -> Evidence:
+    """Shadow evidence with `reviews` blind reviews per interval; the candidate preferred in a
+    share `candidate_wins` of them (each review scores one variant 1 and the other 0)."""
+    evidence = Evidence()
+    for i in range(times):
+        start, end = 10.0 * i, 10.0 * (i + 1)
+        interval = Window(variant(2000), variant(200), start, end)
+        wins = candidate_wins * reviews
+        scores = Window(
+            variant(scores=(reviews, reviews - wins)), variant(scores=(reviews, wins)), start, end
+        )
+        evidence = accumulate(evidence, plan, interval, scores)
+    return evidence
+
+
+def test_unreviewed_shadow_skips_satisfaction_saying_so() -> None:
+    plan = make_plan(SATISFACTION)
+    for evidence in (Evidence(), feed(plan, variant(2000), variant(200))):
+        result = only(judge(plan, evidence, SHADOW))
+        assert result.status is Status.SKIPPED
+        assert result.reason.startswith("no blind reviews yet")
+
+
+def test_users_scores_of_stable_do_not_count_as_reviews_in_shadow() -> None:
+    plan = make_plan(SATISFACTION, min_samples=10)
+    evidence = feed(plan, variant(2000, scores=(1000, 900.0)), variant(200), times=3)
+    assert only(judge(plan, evidence, SHADOW)).status is Status.SKIPPED
+
+
+def test_blind_reviews_preferring_stable_fail_satisfaction_in_shadow() -> None:
+    plan = make_plan(SATISFACTION)
+    result = only(judge(plan, reviewed(plan, candidate_wins=0.3, reviews=100, times=3), SHADOW))
+    assert result.status is Status.FAIL
+    assert (result.candidate, result.stable) == (pytest.approx(30.0), pytest.approx(70.0))
+    assert "blind-review" in result.reason
+
+
+def test_balanced_blind_reviews_pass_satisfaction_in_shadow() -> None:
+    plan = make_plan(SATISFACTION)
+    result = only(judge(plan, reviewed(plan, candidate_wins=0.5, reviews=100, times=3), SHADOW))
+    assert result.status is Status.PASS
+
+
+def test_too_few_blind_reviews_do_not_hold_the_step() -> None:
+    plan = make_plan(SATISFACTION, min_samples=100)
+    result = only(judge(plan, reviewed(plan, candidate_wins=0.2, reviews=10), SHADOW))
+    assert result.status is Status.SKIPPED
+    assert result.reason.startswith("10 blind review(s) in this step, a verdict needs 100")
+    assert result.candidate == pytest.approx(20.0)  # the figures still show
+
+
+def test_reviews_judge_shadow_only_and_start_afresh_each_step() -> None:
+    plan = make_plan(SATISFACTION, min_samples=100)
+    evidence = reviewed(plan, candidate_wins=0.2, reviews=100, times=3)
+    at_weights = only(judge(plan, evidence, RUNNING))
+    assert at_weights.status is Status.INCONCLUSIVE  # users' scores: none yet
+    assert at_weights.candidate_samples == 0
+    assert evidence.next_step().step_reviews is None
+    assert evidence.next_step().reviews == evidence.reviews
+
+
+def test_paired_reviews_need_more_evidence_than_independent_scores() -> None:
+    """A review's two scores add up to 1: the difference varies twice as much."""
+    plan = make_plan(SATISFACTION)
+    window = reviewed(plan, candidate_wins=0.4, reviews=200).reviews
+    assert satisfaction_evalue(5, window, paired=True) < satisfaction_evalue(5, window)

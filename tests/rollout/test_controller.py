@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rollout.controller import Controller, TrafficSync
+from rollout.analysis import Status
+from rollout.controller import Controller, TrafficSync, measure_series
 from rollout.errors import CommandRejected, InvalidPlan, RolloutInProgress, RolloutNotFound
 from rollout.machine import Command, CommandKind, EventKind, Phase
 from rollout.plan import RolloutPlan
@@ -55,10 +56,14 @@ def traffic(requests: int, errors: int = 0, incidents: int = 0) -> VariantWindow
 
 
 class ScriptedSource:
-    """Answers every window with the variant's scripted traffic; `down` makes it silent."""
+    """Answers every window with the role's scripted traffic; `down` makes it silent.
+
+    Blind reviews (role "review") are scripted by variant: none unless `reviews` says.
+    """
 
     def __init__(self) -> None:
         self.by_role = {"stable": traffic(500), "candidate": traffic(50), "shadow": traffic(50)}
+        self.reviews: dict[str, VariantWindow] = {}
         self.down = False
         self.asked: list[tuple[str, str, float, float]] = []
 
@@ -66,6 +71,8 @@ class ScriptedSource:
         if self.down:
             raise SourceUnavailable("prometheus: connection refused")
         self.asked.append((variant, role, start, end))
+        if role == "review":
+            return self.reviews.get(variant, VariantWindow())
         return self.by_role[role]
 
     async def value(self, query, at):
@@ -132,11 +139,58 @@ async def test_a_healthy_candidate_goes_through_every_step_to_promotion(h: Harne
 async def test_shadow_measures_mirrored_copies_then_weights_measure_served_ones(h: Harness) -> None:
     await h.service.apply(make_plan(), "alice")
     await h.run_for(12)
+    in_shadow = {(variant, role) for variant, role, _, _ in h.source.asked}
+    assert in_shadow == {("base", "stable"), ("v2", "shadow"), ("base", "review"), ("v2", "review")}
+    h.source.asked.clear()
     await h.run_for(6)
-    roles = [(variant, role) for variant, role, _, _ in h.source.asked]
-    assert ("v2", "shadow") in roles
-    assert ("v2", "candidate") in roles
-    assert all(role == "stable" for variant, role in roles if variant == "base")
+    at_weights = {(variant, role) for variant, role, _, _ in h.source.asked}
+    assert at_weights == {("base", "stable"), ("v2", "candidate")}  # reviews judge shadow only
+
+
+async def test_unreviewed_shadow_skips_satisfaction_and_still_advances(h: Harness) -> None:
+    await h.service.apply(make_plan(), "alice")
+    await h.run_for(6)
+    checks = {c.name: c for c in (await h.rollout()).last_verdict.results}
+    assert checks["satisfaction"].status is Status.SKIPPED
+    assert checks["satisfaction"].reason.startswith("no blind reviews yet")
+    await h.run_for(6)
+    assert (await h.rollout()).status.step == 1
+
+
+async def test_blind_reviews_preferring_stable_roll_the_candidate_back_in_shadow(
+    h: Harness,
+) -> None:
+    await h.service.apply(make_plan(), "alice")
+    # Per interval 30 reviews: stable preferred in 27 of them.
+    h.source.reviews = {
+        "v2": VariantWindow(feedback_count=30, feedback_sum=3.0),
+        "base": VariantWindow(feedback_count=30, feedback_sum=27.0),
+    }
+    await h.run_for(6)
+    rollout = await h.rollout()
+    assert rollout.status.phase is Phase.ROLLED_BACK
+    event = h.events[-1]
+    assert (event.kind, event.from_step, event.rule) == (
+        EventKind.ROLLED_BACK,
+        "shadow",
+        "satisfaction",
+    )
+    (satisfaction,) = (c for c in event.checks if c.name == "satisfaction")
+    assert (satisfaction.candidate, satisfaction.stable) == (
+        pytest.approx(10.0),
+        pytest.approx(90.0),
+    )
+
+
+async def test_series_are_consecutive_intervals_measured_as_the_step_is(h: Harness) -> None:
+    await h.service.apply(make_plan(), "alice")
+    h.source.asked.clear()
+    intervals = await measure_series(h.source, await h.rollout(), 1000.0, 10, 6)
+    assert [(w.start, w.end) for w, _ in intervals] == [
+        (940.0 + 10 * i, 950.0 + 10 * i) for i in range(6)
+    ]
+    assert all(reviews is not None for _, reviews in intervals)  # shadow: reviews score
+    assert {role for _, role, _, _ in h.source.asked} == {"stable", "shadow", "review"}
 
 
 async def test_windows_are_contiguous(h: Harness) -> None:

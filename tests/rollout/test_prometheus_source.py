@@ -22,7 +22,7 @@ from rollout.prometheus import PrometheusSource
 from rollout.source import SourceUnavailable
 from rollout.windows import VariantWindow
 from serving.process import free_port
-from tests.gateway.conftest import routes
+from tests.gateway.conftest import ADMIN_TOKEN, routes
 from tests.prometheus_server import JOB, prometheus_server
 from tests.servers import serving
 
@@ -114,7 +114,8 @@ class Scraped:
 
 @pytest.fixture
 def scraped(tmp_path: Path) -> Iterator[Scraped]:
-    """A gateway with its own windows, split 50/50, both variants failing now and then."""
+    """A gateway with its own windows, split 50/50 with stable's answers shadowed, both
+    variants failing now and then."""
     windows = LocalWindows()
     stable = Faults(error_rate=0.2, seed=1)
     candidate = Faults(error_rate=0.3, seed=2, text="Hello from Acme! Fine.")
@@ -123,8 +124,8 @@ def scraped(tmp_path: Path) -> Iterator[Scraped]:
             stack.enter_context(serving(create_standin(faults))) for faults in (stable, candidate)
         )
         app = create_app(
-            GatewaySettings(),
-            routes(stable_url, candidate_url, weight_percent=50),
+            GatewaySettings(admin_token=ADMIN_TOKEN),
+            routes(stable_url, candidate_url, weight_percent=50, shadow_sample=1.0),
             sinks=[windows],
         )
         gateway = stack.enter_context(serving(app))
@@ -145,7 +146,8 @@ async def scrape_at_or_after(source: PrometheusSource, at: float) -> float:
 
 
 async def traffic(gateway: str) -> None:
-    """A mix of whole and streamed answers, with scores for some of those that came."""
+    """A mix of whole and streamed answers, with scores for some of those that came, and blind
+    reviews of a few shadow pairs."""
     async with httpx.AsyncClient(base_url=gateway, timeout=10) as http:
         served = []
         for i in range(40):
@@ -158,6 +160,19 @@ async def traffic(gateway: str) -> None:
         for request_id, score in zip(served, SCORES * 10, strict=False):
             feedback = {"request_id": request_id, "score": score}
             assert (await http.post("/v1/feedback", json=feedback)).status_code == 200
+        await review_three_pairs(http)
+
+
+async def review_three_pairs(http: httpx.AsyncClient) -> None:
+    admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    deadline = time.monotonic() + SCRAPE_WAIT_S
+    while len(pairs := (await http.get("/admin/shadow-pairs", headers=admin)).json()["pairs"]) < 3:
+        assert time.monotonic() < deadline, "no shadow pairs to review"
+        await anyio.sleep(0.05)
+    for pair, preferred in zip(pairs, ("a", "b", "same"), strict=False):
+        url = f"/admin/shadow-pairs/{pair['pair_id']}/review"
+        response = await http.post(url, json={"preferred": preferred}, headers=admin)
+        assert response.status_code == 200
 
 
 async def test_prometheus_agrees_with_the_gateway_windows(connect, scraped: Scraped) -> None:
@@ -183,3 +198,10 @@ async def test_prometheus_agrees_with_the_gateway_windows(connect, scraped: Scra
             mine, theirs = getattr(local, name), getattr(remote, name)
             assert theirs.bounds == mine.bounds, name
             assert theirs.counts == pytest.approx(mine.counts), name
+    for variant in ("base", "acme-voice"):  # blind reviews: scores only
+        local = await scraped.windows.window("support", variant, "review", start, end)
+        remote = await source.window("support", variant, "review", start, end)
+        assert local.feedback_count == 3
+        assert (remote.feedback_count, remote.feedback_sum) == pytest.approx(
+            (local.feedback_count, local.feedback_sum)
+        )
