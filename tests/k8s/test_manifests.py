@@ -601,7 +601,7 @@ def test_the_rules_jobs_are_the_jobs_the_service_monitors_produce():
              for r in g.get("rules", [])]  # fmt: skip
     referenced = {job for e in exprs for job in re.findall(r'job\s*=\s*"([^"]+)"', e)}
     assert referenced <= set(jobs), f"no scrape job {sorted(referenced - set(jobs))}: {jobs}"
-    assert jobs.get("rollgate") == "rollgate-gateway"
+    assert jobs == {"rollgate": "rollgate-gateway", "vllm": "rollgate-vllm"}
 
 
 def test_redis_admits_only_the_gateway():
