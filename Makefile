@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: venv
-	$(BIN)/python -m serving.demo
+	$(BIN)/python -m rollout.demo
 
 test: venv
 	$(BIN)/ruff check .

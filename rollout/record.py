@@ -1,6 +1,7 @@
 """A rollout as stored: plan (spec), status (facts), evidence, and the traffic derived from them.
 
->>> rollout = Rollout.new("r1", plan, stable=Variant("base", "local", "tiny-llama"), now=0.0)
+>>> status, _ = start("r1", plan, now=0.0, actor="sre")
+>>> rollout = Rollout(plan, Variant("base", "local", "tiny-llama"), status, created_at=0.0)
 >>> rollout.traffic().weight_bp   # shadow first: no user sees the candidate
 0
 >>> Rollout.from_json(rollout.to_json()) == rollout

@@ -10,10 +10,11 @@ from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from rollout.machine import AuditEvent, Phase, weight_bp
+from rollout.machine import CONTROLLER, AuditEvent, EventKind, Phase, weight_bp
 from rollout.record import Rollout
 
 CHECK_VALUES = {"pass": 0, "skipped": 0, "inconclusive": 1, "fail": 2}
+ACTOR_TYPES = ("controller", "sre")
 
 
 class ControlPlaneMetrics:
@@ -56,8 +57,12 @@ class ControlPlaneMetrics:
             self.weight.labels(r.route, r.candidate.name).set(weight_bp(r.status, r.plan) / 100)
             for result in r.last_verdict.results if r.last_verdict else ():
                 self.check.labels(r.route, result.name).set(CHECK_VALUES[result.status.value])
+            # At 0 before the first of each kind, so increase() sees the first rollback.
+            for kind in EventKind:
+                for by in ACTOR_TYPES:
+                    self.transitions.labels(r.route, kind.value, by)
 
     def count(self, events: Iterable[AuditEvent]) -> None:
         for e in events:
-            by = "controller" if e.actor == "controller" else "sre"
+            by = ACTOR_TYPES[0] if e.actor == CONTROLLER else ACTOR_TYPES[1]
             self.transitions.labels(e.route, e.kind.value, by).inc()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import secrets
 import sys
 import time
@@ -63,6 +64,15 @@ def serving_config(built: Artifacts) -> ServingConfig:
         max_lora_rank=8,
         port=free_port(),
     )
+
+
+def write_secret(path: Path, value: str) -> Path:
+    """The console's key: in a file only its owner reads, never in the demo's output."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    return path
 
 
 def routes_file(vllm_url: str, base_model: str) -> dict:
@@ -128,14 +138,17 @@ def demo(args: argparse.Namespace) -> DemoResult:
         log.info("starting vLLM (CPU build) on %s; about a minute", config.base_url)
         server = stack.enter_context(VllmServer(config, run_dir / "vllm.log"))
         server.wait_ready(timeout=args.start_timeout)
+        token = write_secret(run_dir / "admin-token", secrets.token_urlsafe(24))
         gateway = GatewayProcess(
             routes_file(config.base_url, built.base_name),
             run_dir,
             {"ROLLGATE_STATE": str(run_dir / "state.db"), "ROLLGATE_CONTROLLER_TICK_S": "0.5"},
-            admin_token=secrets.token_urlsafe(24),
+            admin_token=token.read_text(),
         )
         stack.enter_context(gateway)
-        log.info("gateway on %s; console at %s/console", gateway.url, gateway.url)
+        log.info(
+            "gateway on %s; watch at %s/console (token in %s)", gateway.url, gateway.url, token
+        )
         users = stack.enter_context(LocustLoad(gateway.url, run_dir, users=args.users, route=ROUTE))
         log.info("%d locust users are sending chat completions (log: %s)", args.users, users.log)
         admin = stack.enter_context(gateway.admin(actor="demo"))

@@ -126,12 +126,22 @@ def plot_per_variant(
     plt.close(fig)
 
 
+def _safety_figures(view: View) -> tuple[float, float]:
+    """(candidate answers checked in this step, incidents among them) from a view."""
+    safety = next((c for c in view.get("checks", ()) if c["metric"] == "safety"), None)
+    if safety is None:
+        return 0.0, 0.0
+    return safety["candidate_samples"], safety["candidate"] or 0.0
+
+
 def plot_rollback(run: RolloutRun, path: Path) -> None:
-    """The bad candidate's requests per interval, and the moment the controller gave up."""
+    """The bad candidate's answers and safety incidents, and the moment it was rolled back."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 3.4))
-    xs, ys = _points(run, "candidate", "requests")
-    ax.bar(xs, ys, width=2, color="tab:orange", label=f"{run.candidate}: answers per interval")
+    xs = [t - run.started_at for t, _ in run.samples]
+    answers, incidents = zip(*(_safety_figures(v) for _, v in run.samples), strict=True)
+    ax.step(xs, answers, where="post", label=f"{run.candidate}: answers checked in the step")
+    ax.step(xs, incidents, where="post", color="tab:red", label="safety incidents among them")
     _mark_events(ax, run, run.started_at)
     rollback = next((e for e in run.events if e["kind"] == "rolled_back"), None)
     if rollback is not None:
@@ -140,9 +150,9 @@ def plot_rollback(run: RolloutRun, path: Path) -> None:
             fontsize=8, va="top", wrap=True,
         )  # fmt: skip
     ax.set_xlabel("seconds since the rollout started")
-    ax.set_ylabel("candidate answers")
+    ax.set_ylabel("answers")
     ax.set_title(f"The rollback moment: {run.candidate}")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="center right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -238,10 +248,10 @@ def write_report(directory: Path, result: DemoResult) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     t0 = result.runs[0].started_at
     plot_weights(result.runs, t0, directory / "weights.png")
-    plot_per_variant(result.runs, "p95_latency_s", "p95 latency (s)", 1, directory / "latency.png")
+    plot_per_variant(result.runs, "latency_p95_s", "p95 latency (s)", 1, directory / "latency.png")
     plot_per_variant(result.runs, "error_rate", "error rate (%)", 100, directory / "errors.png")
     plot_per_variant(
-        result.runs, "mean_score", "mean user score (0..100)", 100, directory / "satisfaction.png"
+        result.runs, "mean_score", "mean score (points of 100)", 1, directory / "satisfaction.png"
     )
     plot_rollback(result.runs[-1], directory / "rollback.png")
     index = directory / "index.html"
