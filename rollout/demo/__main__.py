@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import secrets
 import sys
@@ -45,7 +46,8 @@ log = logging.getLogger("rollgate.demo")
 TERMINAL = ("promoted", "rolled_back", "aborted")
 EXPECTED = {BRAND_VOICE.name: "promoted", UNSAFE.name: "rolled_back"}
 POLL_S = 1.0
-SERIES_POINTS = 60
+SERIES_WIDTH_S = 5  # per-variant figures per 5 s: a few dozen answers each
+MAX_POINTS = 120  # what the series endpoint allows
 
 
 class DemoFailed(Exception):
@@ -115,10 +117,12 @@ def roll_out(
             raise DemoFailed(f"{candidate} did not finish within {args.rollout_timeout:.0f} s")
         time.sleep(POLL_S)
     run.final = view
-    run.events = admin.get(f"/admin/rollouts/{ROUTE}/history").json()["events"]
-    seconds = int(time.time() - run.started_at) + 5
+    history = admin.get(f"/admin/rollouts/{ROUTE}/history").json()["events"]
+    run.events = [e for e in history if e["rollout_id"] == view["rollout_id"]]
+    points = min(math.ceil((time.time() - run.started_at) / SERIES_WIDTH_S) + 1, MAX_POINTS)
     series = admin.get(
-        f"/admin/rollouts/{ROUTE}/series", params={"seconds": seconds, "points": SERIES_POINTS}
+        f"/admin/rollouts/{ROUTE}/series",
+        params={"seconds": points * SERIES_WIDTH_S, "points": points},
     )
     series.raise_for_status()
     run.series = series.json()

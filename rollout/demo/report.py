@@ -76,6 +76,8 @@ def _points(run: RolloutRun, side: str, figure: str) -> tuple[list[float], list[
 
 def _mark_events(ax, run: RolloutRun, t0: float) -> None:
     for event in run.events:
+        if event["kind"] == "waiting":  # checks still gathering data: not a decision
+            continue
         x = event["at"] - t0
         color = "tab:red" if event["to_phase"] in ("rolled_back", "aborted") else "0.6"
         ax.axvline(x, color=color, linewidth=0.8, linestyle=":")
