@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.admin import require_admin
 from gateway.chat import ChatFastPath, error_response, internal_error_response
+from gateway.console import console_router
 from gateway.errors import GatewayError, InvalidRequest, NotFound, UpstreamError, error_body
 from gateway.exchange import Clock, ExchangeSink
 from gateway.feedback import FeedbackLedger
@@ -226,6 +227,7 @@ def create_app(
         # Which answer was the candidate's stays on the server, even after the review.
         return {"pair_id": pair.pair_id, "route": pair.route, "preferred": body.preferred}
 
+    app.include_router(console_router())  # the page only: its data comes from /admin
     if control_plane is not None:
         app.include_router(control_plane.router(), dependencies=[Depends(require_admin)])
     return app
