@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from gateway.windows import LocalWindows
 from rollout.cli import main as rollgate
 from rollout.control_plane import ControlPlane, Timing
+from rollout.prometheus import PrometheusSource
 from rollout.sqlite_store import SqliteStore
 from serving.process import free_port
 from tests.gateway.conftest import ADMIN_TOKEN
@@ -230,3 +231,17 @@ def test_series_of_a_route_without_a_rollout_is_404(stack) -> None:
     headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
     response = stack.http.get("/admin/rollouts/support/series", headers=headers)
     assert response.status_code == 404
+
+
+def test_series_from_a_silent_metric_source_are_503(make_stack, tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    silent = PrometheusSource(f"http://127.0.0.1:{free_port()}", timeout=1)
+    plane = ControlPlane(store, store, silent, CollectorRegistry(), timing=Timing(tick_s=0.2))
+    stack = make_stack(control_plane=plane)
+    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    assert stack.http.post("/admin/rollouts", json=PLAN, headers=headers).status_code == 201
+    response = stack.http.get("/admin/rollouts/support/series?points=2", headers=headers)
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["type"] == "source_unavailable"
+    assert "did not answer" in error["message"]
