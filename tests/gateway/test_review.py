@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from gateway.shadow import BlindPair
 from gateway.windows import LocalWindows
 from tests.gateway.conftest import ADMIN_TOKEN, Stack
 from tests.gateway.test_proxy import chat, eventually
@@ -27,6 +28,22 @@ def scores(stack: Stack, variant: str) -> tuple[float, float]:
     labels = {"route": "support", "variant": variant, "role": "review"}
     count = stack.metric("rollgate_feedback_score_count", **labels)
     return count, stack.metric("rollgate_feedback_score_sum", **labels)
+
+
+@pytest.mark.parametrize(
+    ("a_is_candidate", "preferred", "candidate", "stable"),
+    [
+        (True, "a", 1.0, 0.0),
+        (True, "b", 0.0, 1.0),
+        (False, "a", 0.0, 1.0),
+        (False, "b", 1.0, 0.0),
+        (True, "same", 0.5, 0.5),
+        (False, "same", 0.5, 0.5),
+    ],
+)
+def test_a_preference_maps_back_to_the_variants(a_is_candidate, preferred, candidate, stable):
+    pair = BlindPair("p1", "support", [], "A", "B", a_is_candidate, "v2", "base")
+    assert pair.scores(preferred) == (("v2", candidate), ("base", stable))
 
 
 @pytest.fixture
