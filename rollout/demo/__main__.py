@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import secrets
+import signal
 import sys
 import time
 from contextlib import ExitStack
@@ -179,6 +180,13 @@ def demo(args: argparse.Namespace) -> DemoResult:
     )
 
 
+def _interrupt(signum: int, _frame) -> None:
+    # A second Ctrl-C must not cut the stopping short and orphan a child.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -193,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Stopped by a supervisor (SIGTERM) as by Ctrl-C: stop what it started, in order.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also where a shell started it with SIGINT ignored
     try:
         result = demo(args)
     except KeyboardInterrupt:
