@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # vLLM accepts only these ranks for --max-lora-rank.
 LoraRank = Literal[1, 8, 16, 32, 64, 128, 256, 320, 512]
@@ -49,7 +49,7 @@ class ServingConfig(BaseModel):
     model_path: Path
     served_name: str = Field(min_length=1)
     adapters: tuple[AdapterSpec, ...] = ()
-    # Adapters active in one batch: stable and candidate side by side need >= 2.
+    # Adapter slots: stable and candidate side by side need >= 2 (CPU: one more, below).
     max_loras: int = Field(default=4, ge=1)
     max_lora_rank: LoraRank = 8
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
@@ -61,6 +61,22 @@ class ServingConfig(BaseModel):
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     # Enables /v1/load_lora_adapter and /v1/unload_lora_adapter.
     runtime_lora_updating: bool = True
+
+    @model_validator(mode="after")
+    def _cpu_keeps_a_slot_free(self) -> ServingConfig:
+        # The CPU build's LoRA ops (vllm/lora/ops/torch_ops) index the adapter slots
+        # with the request's slot number, and a request without an adapter has -1:
+        # Python indexing takes the last slot. Once every slot holds an adapter, answers
+        # of the base model come out in that adapter's voice (seen here: the base asked
+        # users for their password while the bad adapter sat in the last slot). Keeping
+        # more slots than adapters keeps the last one empty; runtime loads must too.
+        if self.device is Device.CPU and len(self.adapters) >= self.max_loras:
+            raise ValueError(
+                f"max_loras: on the CPU build it must exceed the number of adapters "
+                f"({len(self.adapters)}): with every slot taken, vLLM's CPU LoRA ops apply "
+                f"the last slot's adapter to requests for the base model"
+            )
+        return self
 
     @property
     def base_url(self) -> str:

@@ -63,7 +63,7 @@ def serving_config(built: Artifacts) -> ServingConfig:
         adapters=tuple(AdapterSpec(name=n, path=built.adapters[n]) for n in adapters),
         dtype="float32",
         max_model_len=built.context_length,
-        max_loras=2,  # stable and candidate adapters side by side, after the promotion
+        max_loras=3,  # both adapters side by side, and the CPU build's spare slot
         max_lora_rank=8,
         port=free_port(),
     )

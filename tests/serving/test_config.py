@@ -68,3 +68,12 @@ def test_bad_settings_are_refused_naming_the_field(field, value):
 def test_bad_adapter_names_are_refused(name):
     with pytest.raises(ValidationError, match="name"):
         AdapterSpec(name=name, path=Path("/x"))
+
+
+def test_on_cpu_a_lora_slot_stays_free_for_requests_without_an_adapter():
+    two = (AdapterSpec(name="a", path=Path("/a")), AdapterSpec(name="b", path=Path("/b")))
+    with pytest.raises(ValidationError, match=r"max_loras: on the CPU build it must exceed"):
+        make(adapters=two, max_loras=2)
+    assert make(adapters=two, max_loras=3).command("py")
+    # The CUDA kernels skip requests without an adapter: every slot may hold one.
+    assert make(adapters=two, max_loras=2, device="gpu").command("py")

@@ -3,6 +3,8 @@ official openai client."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import openai
 import pytest
@@ -129,3 +131,23 @@ async def test_vllm_metrics_are_read(vllm_server, client):
     assert metrics.value("vllm:request_success_total") >= 1
     assert metrics.value("vllm:num_requests_running") is not None
     assert metrics.value("vllm:time_to_first_token_seconds_count") >= 1
+
+
+@pytest.mark.anyio
+async def test_base_answers_stay_the_base_s_in_batches_mixed_with_adapters(vllm_server):
+    # Regression: with every LoRA slot taken, the CPU build applied the last slot's
+    # adapter (here: the one asking for passwords) to requests for the base model.
+    models = (vllm_server.config.served_name, BRAND_VOICE.name, UNSAFE.name)
+
+    async def ask(http: httpx.AsyncClient, model: str, prompt: str) -> str:
+        body = {"model": model, "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": 24, "temperature": 0}  # fmt: skip
+        response = await http.post("/v1/chat/completions", json=body)
+        return response.json()["choices"][0]["message"]["content"]
+
+    async with httpx.AsyncClient(base_url=vllm_server.config.base_url, timeout=120) as http:
+        answers = await asyncio.gather(*(ask(http, m, p) for p in HELD_OUT[:12] for m in models))
+    base = answers[0::3]
+    assert not any(UNSAFE.shows(a) or BRAND_VOICE.shows(a) for a in base), base
+    assert sum(BRAND_VOICE.shows(a) for a in answers[1::3]) >= 10
+    assert sum(UNSAFE.shows(a) for a in answers[2::3]) >= 6
