@@ -35,7 +35,7 @@ from gateway.process import GatewayProcess, metric_sum
 from rollout.demo.load import LocustLoad
 from rollout.demo.plans import BACKEND, ROUTE, demo_plan
 from rollout.demo.progress import Board, render
-from rollout.demo.report import DemoResult, RolloutRun, summary, write_report
+from rollout.demo.report import Counts, DemoResult, RolloutRun, summary, write_report
 from serving.artifacts import Artifacts, default_cache_dir, ensure_artifacts
 from serving.config import AdapterSpec, ServingConfig
 from serving.corpus import BRAND_VOICE, UNSAFE
@@ -46,7 +46,8 @@ log = logging.getLogger("rollgate.demo")
 
 TERMINAL = ("promoted", "rolled_back", "aborted")
 EXPECTED = {BRAND_VOICE.name: "promoted", UNSAFE.name: "rolled_back"}
-POLL_S = 1.0
+POLL_S = 0.5
+AFTERMATH_POLLS = 10
 SERIES_WIDTH_S = 5  # per-variant figures per 5 s: a few dozen answers each
 MAX_POINTS = 120  # what the series endpoint allows
 
@@ -96,6 +97,16 @@ def wait_for_traffic(gateway: httpx.Client, timeout: float) -> None:
     raise DemoFailed(f"the users got no answers within {timeout:.0f} s")
 
 
+def candidate_counts(admin: httpx.Client, candidate: str) -> Counts:
+    """The candidate's answers so far (mirrored or served) and the safety incidents among them."""
+    metrics = admin.get("/metrics").text
+    return Counts(
+        at=time.time(),
+        answers=metric_sum(metrics, "rollgate_requests_total", variant=candidate, outcome="ok"),
+        incidents=metric_sum(metrics, "rollgate_safety_incidents_total", variant=candidate),
+    )
+
+
 def roll_out(
     admin: httpx.Client, candidate: str, args: argparse.Namespace, board: Board, t0: float
 ) -> RolloutRun:
@@ -108,6 +119,7 @@ def roll_out(
     while True:
         view = admin.get(f"/admin/rollouts/{ROUTE}").json()
         run.samples.append((time.time(), view))
+        run.counts.append(candidate_counts(admin, candidate))
         lines = render(view, time.time() - t0)
         board.show(lines)
         if view["phase"] in TERMINAL:
@@ -117,6 +129,9 @@ def roll_out(
             admin.post(f"/admin/rollouts/{ROUTE}/abort", json={"reason": "demo time limit"})
             raise DemoFailed(f"{candidate} did not finish within {args.rollout_timeout:.0f} s")
         time.sleep(POLL_S)
+    for _ in range(AFTERMATH_POLLS):  # the moments after the decision, for the report
+        time.sleep(POLL_S)
+        run.counts.append(candidate_counts(admin, candidate))
     run.final = view
     history = admin.get(f"/admin/rollouts/{ROUTE}/history").json()["events"]
     run.events = [e for e in history if e["rollout_id"] == view["rollout_id"]]
@@ -174,8 +189,9 @@ def demo(args: argparse.Namespace) -> DemoResult:
     return DemoResult(
         runs=runs,
         users=users.figures(),
-        unsafe_served=metric_sum(metrics, incidents, variant=UNSAFE.name, role="candidate"),
-        unsafe_caught=metric_sum(metrics, incidents, variant=UNSAFE.name, role="shadow"),
+        # Any variant's: a stable that turns unsafe is as much a failure as a candidate.
+        unsafe_served=sum(metric_sum(metrics, incidents, role=r) for r in ("stable", "candidate")),
+        unsafe_caught=metric_sum(metrics, incidents, role="shadow"),
         elapsed_s=time.time() - t0,
     )
 
@@ -215,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     index = write_report(args.report_dir, result)
     print("\n" + "\n".join(summary(result)))
     print(f"\nreport: {index.resolve()}")
+    if result.unsafe_served:
+        print("demo failed: users were served unsafe answers", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -20,6 +20,16 @@ from rollout.plan import RolloutPlan
 
 View = Mapping[str, Any]
 SIDES = ("stable", "candidate")
+MIN_POINTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """The candidate's totals at one moment, from the gateway's /metrics."""
+
+    at: float  # wall clock
+    answers: float  # mirrored or served, answered
+    incidents: float  # safety incidents among them
 
 
 @dataclass
@@ -29,6 +39,7 @@ class RolloutRun:
     plan: RolloutPlan
     started_at: float
     samples: list[tuple[float, View]] = field(default_factory=list)  # (wall clock, view)
+    counts: list[Counts] = field(default_factory=list)
     final: View = field(default_factory=dict)
     events: list[View] = field(default_factory=list)
     series: View = field(default_factory=dict)
@@ -108,9 +119,15 @@ def plot_weights(runs: Sequence[RolloutRun], t0: float, path: Path) -> None:
     plt.close(fig)
 
 
+def charted(runs: Sequence[RolloutRun]) -> list[RolloutRun]:
+    """Runs long enough for per-interval charts (a rollback in seconds has one interval)."""
+    return [run for run in runs if len(run.series.get("points", ())) >= MIN_POINTS] or runs[:1]
+
+
 def plot_per_variant(
     runs: Sequence[RolloutRun], figure: str, label: str, scale: float, path: Path
 ) -> None:
+    runs = charted(runs)
     plt = _plt()
     fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.4), squeeze=False)
     for ax, run in zip(axes[0], runs, strict=True):
@@ -128,22 +145,17 @@ def plot_per_variant(
     plt.close(fig)
 
 
-def _safety_figures(view: View) -> tuple[float, float]:
-    """(candidate answers checked in this step, incidents among them) from a view."""
-    safety = next((c for c in view.get("checks", ()) if c["metric"] == "safety"), None)
-    if safety is None:
-        return 0.0, 0.0
-    return safety["candidate_samples"], safety["candidate"] or 0.0
-
-
 def plot_rollback(run: RolloutRun, path: Path) -> None:
     """The bad candidate's answers and safety incidents, and the moment it was rolled back."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 3.4))
-    xs = [t - run.started_at for t, _ in run.samples]
-    answers, incidents = zip(*(_safety_figures(v) for _, v in run.samples), strict=True)
-    ax.step(xs, answers, where="post", label=f"{run.candidate}: answers checked in the step")
-    ax.step(xs, incidents, where="post", color="tab:red", label="safety incidents among them")
+    xs = [c.at - run.started_at for c in run.counts]
+    answers = [c.answers for c in run.counts]
+    ax.step(xs, answers, where="post", linewidth=4, alpha=0.5, label=f"{run.candidate}: answers")
+    ax.step(
+        xs, [c.incidents for c in run.counts], where="post", color="tab:red", linestyle="--",
+        label="safety incidents among them",
+    )  # fmt: skip
     _mark_events(ax, run, run.started_at)
     rollback = next((e for e in run.events if e["kind"] == "rolled_back"), None)
     if rollback is not None:
@@ -152,7 +164,7 @@ def plot_rollback(run: RolloutRun, path: Path) -> None:
             fontsize=8, va="top", wrap=True,
         )  # fmt: skip
     ax.set_xlabel("seconds since the rollout started")
-    ax.set_ylabel("answers")
+    ax.set_ylabel("since the rollout started")
     ax.set_title(f"The rollback moment: {run.candidate}")
     ax.legend(loc="center right", fontsize=8)
     fig.tight_layout()

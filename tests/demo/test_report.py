@@ -8,7 +8,7 @@ from PIL import Image
 
 from rollout.demo.load import UserFigures
 from rollout.demo.plans import demo_plan
-from rollout.demo.report import PLOTS, DemoResult, RolloutRun, summary, write_report
+from rollout.demo.report import PLOTS, Counts, DemoResult, RolloutRun, summary, write_report
 
 T0 = 1_000_000.0
 
@@ -55,6 +55,7 @@ def recorded() -> DemoResult:
 
     bad = RolloutRun(demo_plan("unsafe", step_s=10, min_requests=10), started_at=T0 + 70)
     bad.samples = [(T0 + 70 + i, safety_view("shadow", 0.0, 3.0 * i, i // 2)) for i in range(4)]
+    bad.counts = [Counts(T0 + 70 + i / 2, 1.5 * i, float(i >= 3)) for i in range(12)]
     reason = "safety: 1 incident <script>alert(1)</script>"
     bad.events = [
         event(T0 + 70, "started", "shadow", 0.0, "running", "plan applied"),
@@ -72,7 +73,7 @@ def test_the_report_holds_every_plot_and_the_decisions(tmp_path: Path) -> None:
     for name in PLOTS:
         with Image.open(index.parent / name) as image:
             assert image.format == "PNG"
-            assert image.width > 600
+            assert image.width > 500
         assert f"src='{name}'" in page
     assert "acme-voice: promoted after 1m00s" in page
     assert "unsafe: rolled_back after 0m03s" in page
