@@ -22,17 +22,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.admin import require_admin
 from gateway.chat import ChatFastPath, error_response, internal_error_response
 from gateway.console import console_router
-from gateway.errors import GatewayError, InvalidRequest, NotFound, UpstreamError, error_body
+from gateway.discovery import Resolver, resolve_dns
+from gateway.errors import GatewayError, InvalidRequest, NotFound, error_body
 from gateway.exchange import Clock, ExchangeSink
 from gateway.feedback import FeedbackLedger
 from gateway.metrics import GatewayMetrics
+from gateway.pool import BackendPool
+from gateway.pool_metrics import PoolCollector
 from gateway.recorder import Recorder
 from gateway.routes import RoutesFile, RoutingTable
 from gateway.safety import DenyPatterns, SafetyChecker
 from gateway.services import Services
 from gateway.settings import GatewaySettings
 from gateway.shadow import PairSample, Preference, ShadowMirror
-from gateway.upstream import Backend, Timeouts
+from gateway.upstream import Timeouts
 from rollout.errors import RolloutError
 from rollout.source import SourceUnavailable
 from rollout.traffic import TrafficPlan
@@ -98,9 +101,14 @@ def build_services(
     rng: random.Random,
     safety: SafetyChecker,
     sinks: Sequence[ExchangeSink],
+    resolver: Resolver,
 ) -> Services:
     timeouts = Timeouts(connect=settings.connect_timeout, read=settings.read_timeout)
-    backends = {n: Backend(n, b.url, timeouts, b.api_key()) for n, b in routes.backends.items()}
+    backends = {
+        name: BackendPool(name, spec, timeouts, clock=clock, resolver=resolver)
+        for name, spec in routes.backends.items()
+    }
+    registry.register(PoolCollector(backends))
     metrics = GatewayMetrics(registry, safety.rules)
     recorder = Recorder(metrics, safety, sinks)
     table = RoutingTable(routes.plan())
@@ -129,6 +137,7 @@ def create_app(
     safety: SafetyChecker | None = None,
     sinks: Sequence[ExchangeSink] = (),
     control_plane: ControlPlaneHook | None = None,
+    resolver: Resolver = resolve_dns,
 ) -> FastAPI:
     registry = registry or CollectorRegistry()
     services = build_services(
@@ -139,12 +148,13 @@ def create_app(
         rng or random.Random(),
         safety or DenyPatterns(settings.deny_patterns),
         sinks,
+        resolver,
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        for backend in services.backends.values():
-            await backend.start()
+        # Every pool discovered and probed once, so that the first requests find replicas.
+        await asyncio.gather(*(pool.start() for pool in services.backends.values()))
         services.shadow.start()
         if control_plane is not None:
             # Reconciled from the store before the first request is served.
@@ -156,8 +166,8 @@ def create_app(
             if control_plane is not None:
                 await control_plane.stop()
             await services.shadow.stop()
-            for backend in services.backends.values():
-                await backend.close()
+            for pool in services.backends.values():
+                await pool.close()
 
     app = FastAPI(title="rollgate gateway", lifespan=lifespan)
     app.state.services = services
@@ -185,18 +195,14 @@ def create_app(
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        async def probe(backend: Backend) -> str:
-            try:
-                status = await asyncio.wait_for(backend.get("/health"), settings.connect_timeout)
-            except (UpstreamError, TimeoutError):
-                return "unreachable"
-            return "ok" if status == 200 else f"unhealthy ({status})"
-
-        names = list(services.backends)
-        states = await asyncio.gather(*(probe(services.backends[n]) for n in names))
-        result = dict(zip(names, states, strict=True))
-        ready = all(s == "ok" for s in states)
-        return JSONResponse({"ready": ready, "backends": result}, status_code=200 if ready else 503)
+        # From the background probes: a readiness check that probed on its own would
+        # pile load onto replicas exactly when they are slow. Ready while every pool
+        # that serves a route's stable variant has a replica to take requests; a
+        # candidate's pool being down only fails its requests over to stable.
+        pools = {name: pool.balancer.summary() for name, pool in services.backends.items()}
+        serving = {r.stable.backend for r in services.table.plan.routes.values()}
+        ready = all(pools[name]["ready"] for name in serving)
+        return JSONResponse({"ready": ready, "backends": pools}, status_code=200 if ready else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:

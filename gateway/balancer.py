@@ -189,6 +189,7 @@ class Balancer:
         # the picks for one model skew the turns of another (the replica after one
         # that lacks an adapter would get its turns too).
         self._next: dict[str, int] = {}
+        self.ejections_total = 0  # for the pool's metrics
         self.set_members(addresses)
 
     # --- the hot path -----------------------------------------------------------------------
@@ -246,6 +247,7 @@ class Balancer:
             replica = replace(replica, in_flight=in_flight, failures=replica.failures + 1)
         else:
             ejections = replica.ejections + 1
+            self.ejections_total += 1
             replica = replace(
                 replica,
                 in_flight=in_flight,

@@ -22,11 +22,11 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.errors import GatewayError, UpstreamError
 from gateway.exchange import Clock, Exchange, Outcome
-from gateway.http1 import Response as UpstreamResponse
 from gateway.payloads import DecodeFailed, decode_completion
+from gateway.pool import BackendPool
 from gateway.recorder import Recorder
 from gateway.sse import EventSplitter, error_event, parse_event
-from gateway.upstream import Backend
+from gateway.upstream import Reply
 from rollout.traffic import Role, Variant
 
 CHAT_PATH = "/v1/chat/completions"
@@ -37,7 +37,7 @@ STATUS_CANCELLED = 499  # nginx's "client closed request"
 class Attempt:
     variant: Variant
     role: Role
-    backend: Backend
+    backend: BackendPool
     body: bytes
 
 
@@ -57,8 +57,8 @@ def summarise(x: Exchange, content: bytes) -> None:
 
 async def exchange_whole(attempt: Attempt, x: Exchange, clock: Clock) -> tuple[int, bytes, str]:
     """One non-streamed attempt: (status, body, content type). Raises `UpstreamError`."""
-    async with attempt.backend.post(CHAT_PATH, attempt.body) as upstream:
-        content = await attempt.backend.read(upstream)
+    async with attempt.backend.post(CHAT_PATH, attempt.body, attempt.variant.model) as upstream:
+        content = await upstream.read()
         content_type = upstream.headers.get("content-type", "application/json")
         status = upstream.status
     if status == 200:
@@ -204,29 +204,27 @@ class ForwardResponse(Response):
         self._complete = True
 
     async def _stream(self, attempt: Attempt, x: Exchange, send: Send) -> None:
-        backend = attempt.backend
-        async with backend.post(CHAT_PATH, attempt.body) as upstream:
+        async with attempt.backend.post(CHAT_PATH, attempt.body, attempt.variant.model) as upstream:
             if upstream.status != 200:  # a 4xx the client caused: pass it through whole
-                body = await backend.read(upstream)
+                body = await upstream.read()
                 x.finish(self.clock(), Outcome.CLIENT_ERROR, upstream.status)
                 ctype = upstream.headers.get("content-type", "application/json")
                 await self._start(send, upstream.status, attempt, {"content-type": ctype})
                 await send({"type": "http.response.body", "body": body})
                 self._complete = True
                 return
-            await self._relay(attempt, x, backend, upstream, send)
+            await self._relay(attempt, x, upstream, send)
 
     async def _relay(
         self,
         attempt: Attempt,
         x: Exchange,
-        backend: Backend,
-        upstream: UpstreamResponse,
+        upstream: Reply,
         send: Send,
     ) -> None:
         splitter, done = EventSplitter(), False
         try:
-            async for chunk in backend.chunks(upstream):
+            async for chunk in upstream.chunks():
                 out, done = self._events(x, splitter.feed(chunk), done)
                 if not out:
                     continue

@@ -33,7 +33,7 @@ class ConnectFailed(OSError):
 class Response:
     """A response whose head has arrived; its body arrives through `chunks()` or `read()`."""
 
-    def __init__(self, connection: _Connection) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._connection = connection
         self.status = 0
         self.headers: dict[str, str] = {}
@@ -55,7 +55,7 @@ class Response:
         return body if limit is None else body[:limit]
 
 
-class _Connection(asyncio.Protocol):
+class Connection(asyncio.Protocol):
     """One TCP connection: feeds httptools and hands the parsed parts to its reader."""
 
     def __init__(self, read_timeout: float) -> None:
@@ -222,15 +222,16 @@ class Pool:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._max_idle = max_idle
-        self._idle: deque[_Connection] = deque()
+        self._idle: deque[Connection] = deque()
+        self._closed = False
         self._host_header = f"{host}:{port}".encode()
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self) -> Connection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, connection = await loop.create_connection(
-                    lambda: _Connection(self._read_timeout), self.host, self.port
+                    lambda: Connection(self._read_timeout), self.host, self.port
                 )
         except OSError as exc:  # TimeoutError included
             raise ConnectFailed(f"{self.host}:{self.port}: {exc or type(exc).__name__}") from exc
@@ -244,7 +245,7 @@ class Pool:
 
     async def request(
         self, method: str, path: str, body: bytes, headers: dict[str, str]
-    ) -> tuple[Response, _Connection]:
+    ) -> tuple[Response, Connection]:
         """Send a request; return once the response's head has arrived.
 
         A kept-alive connection the server closed while idle fails before any
@@ -278,18 +279,20 @@ class Pool:
             raise
         return response, connection
 
-    def release(self, connection: _Connection) -> None:
+    def release(self, connection: Connection) -> None:
         """Back to the pool when the response was read to its end; otherwise closed.
 
         Closing a connection mid-response is how the server learns the client
         left (vLLM then aborts the request and frees its slot).
         """
-        if connection.reusable and len(self._idle) < self._max_idle:
+        if connection.reusable and len(self._idle) < self._max_idle and not self._closed:
             connection.reset()
             self._idle.append(connection)
         else:
             connection.abort()
 
     def close(self) -> None:
+        """Close the idle connections now, and those in use as they are released."""
+        self._closed = True
         while self._idle:
             self._idle.pop().abort()

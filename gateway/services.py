@@ -7,18 +7,18 @@ from dataclasses import dataclass
 
 from gateway.exchange import Clock
 from gateway.feedback import FeedbackLedger
+from gateway.pool import BackendPool
 from gateway.recorder import Recorder
 from gateway.routes import RoutingTable
 from gateway.settings import GatewaySettings
 from gateway.shadow import ShadowMirror
-from gateway.upstream import Backend
 
 
 @dataclass(slots=True)
 class Services:
     settings: GatewaySettings
     table: RoutingTable
-    backends: dict[str, Backend]
+    backends: dict[str, BackendPool]
     recorder: Recorder
     shadow: ShadowMirror
     feedback: FeedbackLedger

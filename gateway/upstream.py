@@ -1,4 +1,4 @@
-"""The transport edge: one pool of keep-alive connections per backend.
+"""The transport edge: one pool of keep-alive connections per replica.
 
 The hot path uses the lean HTTP/1.1 client in `gateway.http1` (aiohttp cost
 more CPU per request than the rest of the gateway; httpx's pool collapses under
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from gateway.errors import BadUpstream, UpstreamDown, UpstreamError, UpstreamTimeout
-from gateway.http1 import ConnectFailed, Pool, ProtocolError, Response
+from gateway.http1 import ConnectFailed, Connection, Pool, ProtocolError, Response
 
 ERROR_BODY_LIMIT = 2048
 
@@ -26,8 +26,47 @@ class Timeouts:
     read: float = 60.0  # to the first byte, and between two reads of a stream
 
 
-class Backend:
-    """An OpenAI-compatible server (vLLM) reached at `base_url` (plain HTTP)."""
+class Reply:
+    """A response whose head has arrived; read its body through `chunks()` or `read()`,
+    which translate transport failures into `UpstreamError`s, then `release()` it."""
+
+    def __init__(self, name: str, response: Response, pool: Pool, connection: Connection) -> None:
+        self._name = name
+        self._response = response
+        self._pool = pool
+        self._connection: Connection | None = connection
+        self.status = response.status
+        self.headers = response.headers
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives."""
+        while True:
+            try:
+                chunk = await self._response.next_chunk()
+            except TRANSPORT_ERRORS as exc:
+                raise upstream_error(self._name, exc) from exc
+            if not chunk:
+                return
+            yield chunk
+
+    async def read(self, limit: int | None = None) -> bytes:
+        async with translate_errors(self._name):
+            return await self._response.read(limit)
+
+    def release(self) -> None:
+        """Read to the end, the connection goes back to the pool; otherwise it is
+        dropped, which is how vLLM learns the client left. Idempotent."""
+        if self._connection is not None:
+            self._pool.release(self._connection)
+            self._connection = None
+
+
+class Endpoint:
+    """One OpenAI-compatible server (a vLLM replica) reached at `base_url` (plain HTTP).
+
+    `name` is the backend (pool) it belongs to: errors name the backend, never
+    the replica's address, which clients have no business knowing.
+    """
 
     def __init__(
         self, name: str, base_url: str, timeouts: Timeouts, api_key: str | None = None
@@ -46,7 +85,7 @@ class Backend:
         self._pool: Pool | None = None
 
     def __repr__(self) -> str:  # the API key stays out of reprs and logs
-        return f"Backend({self.name!r}, {self.base_url!r})"
+        return f"Endpoint({self.name!r}, {self.base_url!r})"
 
     async def start(self) -> None:
         host, port = self._origin
@@ -64,59 +103,43 @@ class Backend:
             raise RuntimeError(f"{self!r} is not started")
         return self._pool
 
-    @asynccontextmanager
-    async def post(self, path: str, body: bytes) -> AsyncIterator[Response]:
-        """POST and yield the response once its status says it can be relayed.
+    async def send(self, path: str, body: bytes) -> Reply:
+        """POST and return the reply once its status says it can be relayed.
 
         Raises `UpstreamError` for connect failures, timeouts, 5xx and 404 (the
-        backend does not serve that model): all failures of the variant, not of
-        the client. Other 4xx are yielded, to be passed through as they are.
-        Read the body through `chunks()` or `read()`, which translate failures too.
+        server does not serve that model): all failures of the server, not of
+        the client. Other 4xx are returned, to be passed through as they are.
+        The caller must `release()` the reply.
         """
         pool = self._started()
         async with translate_errors(self.name):
             response, connection = await pool.request(
                 "POST", self._prefix + path, body, self._headers
             )
-        try:
-            if response.status >= 500 or response.status == 404:
-                async with translate_errors(self.name):
-                    detail = (await response.read(ERROR_BODY_LIMIT)).decode(errors="replace")
-                raise BadUpstream(
-                    f"backend {self.name!r} answered {response.status}: {detail}",
-                    upstream_status=response.status,
-                )
-            yield response
-        finally:
-            # Read to the end: back to the pool. Otherwise the connection is
-            # dropped, which is how vLLM learns the client left.
-            pool.release(connection)
-
-    async def chunks(self, response: Response) -> AsyncIterator[bytes]:
-        """The body as it arrives, upstream failures translated."""
-        while True:
+        reply = Reply(self.name, response, pool, connection)
+        if response.status >= 500 or response.status == 404:
             try:
-                chunk = await response.next_chunk()
-            except TRANSPORT_ERRORS as exc:
-                raise upstream_error(self.name, exc) from exc
-            if not chunk:
-                return
-            yield chunk
+                detail = (await reply.read(ERROR_BODY_LIMIT)).decode(errors="replace")
+            finally:
+                reply.release()
+            raise BadUpstream(
+                f"backend {self.name!r} answered {response.status}: {detail}",
+                upstream_status=response.status,
+            )
+        return reply
 
-    async def read(self, response: Response) -> bytes:
-        async with translate_errors(self.name):
-            return await response.read()
-
-    async def get(self, path: str) -> int:
-        """Status of a GET, for readiness probes."""
+    async def get(self, path: str, limit: int) -> tuple[int, bytes]:
+        """Status and body (its first `limit` bytes) of a GET, for the background probes."""
         pool = self._started()
         async with translate_errors(self.name):
-            response, connection = await pool.request("GET", self._prefix + path, b"", {})
+            response, connection = await pool.request(
+                "GET", self._prefix + path, b"", self._headers
+            )
             try:
-                await response.read()
+                body = await response.read(limit)
             finally:
                 pool.release(connection)
-            return response.status
+            return response.status, body
 
 
 TRANSPORT_ERRORS = (OSError, ProtocolError)  # TimeoutError and ConnectFailed are OSErrors

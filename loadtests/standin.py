@@ -40,6 +40,10 @@ class Faults:
     error_status: int = 500
     fail_after_events: int | None = None  # drop the connection mid-stream
     hang: bool = False  # never answer
+    healthy: bool = True  # /health answers 200, else 503 (vLLM's engine died)
+    models: list[str] | None = None  # served models; None: any, and no /v1/models
+    waiting: float | None = None  # vLLM's queue and KV-cache gauges on /metrics
+    kv_usage: float | None = None
     text: str = DEFAULT_TEXT
     upstream: str | None = None  # proxy to this server instead of answering
     seed: int = 0
@@ -99,6 +103,16 @@ def create_standin(faults: Faults | None = None, seen: Seen | None = None) -> St
             await asyncio.sleep(3600)
         if faults.latency:
             await asyncio.sleep(faults.latency)
+        if faults.models is not None and body.get("model") not in faults.models:
+            error = {
+                "error": {
+                    "message": f"The model `{body.get('model')}` does not exist.",
+                    "type": "NotFoundError",
+                    "param": "model",
+                    "code": 404,
+                }
+            }
+            return JSONResponse(error, status_code=404)
         if faults.rng.random() < faults.error_rate:
             error = {
                 "error": {
@@ -169,10 +183,35 @@ def create_standin(faults: Faults | None = None, seen: Seen | None = None) -> St
         return StreamingResponse(events(), media_type="text/event-stream")
 
     async def health(_: Request) -> Response:
-        return Response(status_code=200)
+        return Response(status_code=200 if faults.healthy else 503)
+
+    async def models(_: Request) -> Response:
+        if faults.models is None:
+            return JSONResponse({"error": {"message": "not served", "code": 404}}, 404)
+        data = [{"id": m, "object": "model", "owned_by": "vllm"} for m in faults.models]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def metrics(_: Request) -> Response:
+        lines = []
+        if faults.waiting is not None:
+            lines += [
+                "# TYPE vllm:num_requests_waiting gauge",
+                f'vllm:num_requests_waiting{{model_name="tiny-llama"}} {faults.waiting}',
+            ]
+        if faults.kv_usage is not None:
+            lines += [
+                "# TYPE vllm:kv_cache_usage_perc gauge",
+                f'vllm:kv_cache_usage_perc{{model_name="tiny-llama"}} {faults.kv_usage}',
+            ]
+        return Response("\n".join(lines) + "\n", media_type="text/plain")
 
     app = Starlette(
-        routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/health", health)]
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/health", health),
+            Route("/v1/models", models),
+            Route("/metrics", metrics),
+        ]
     )
     app.state.faults, app.state.seen = faults, seen
     return app

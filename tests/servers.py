@@ -13,10 +13,14 @@ from serving.process import free_port
 
 
 @contextmanager
-def serving(app, port: int | None = None) -> Iterator[str]:
-    """Yield the app's base URL while uvicorn serves it; stop it afterwards."""
+def serving(app, port: int | None = None, host: str = "127.0.0.1") -> Iterator[str]:
+    """Yield the app's base URL while uvicorn serves it; stop it afterwards.
+
+    Any 127.x.y.z `host` works on Linux: several servers on one port, as the
+    pods behind one headless Service.
+    """
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -26,7 +30,7 @@ def serving(app, port: int | None = None) -> Iterator[str]:
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

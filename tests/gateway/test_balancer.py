@@ -379,6 +379,7 @@ def test_repeated_ejections_double_the_cooldown_up_to_the_cap():
         fail(pool, "r0")  # back on probation: one failure ejects it again
         cooldowns.append(pool.replica("r0").ejected_until - clock.now)
     assert cooldowns == [10, 20, 40, 50, 50]
+    assert pool.ejections_total == 5
 
 
 def test_a_success_after_the_return_forgives_the_ejections():

@@ -252,7 +252,12 @@ def test_models_health_and_readiness(make_stack):
     assert [m["id"] for m in stack.http.get("/v1/models").json()["data"]] == ["support"]
     assert stack.http.get("/healthz").json() == {"status": "ok"}
     assert stack.http.get("/readyz").status_code == 200
-    down = make_stack(down={"candidate"})
-    ready = down.http.get("/readyz")
+    # A candidate's pool down fails its requests over: the gateway still serves.
+    ready = make_stack(down={"candidate"}).http.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["backends"]["candidate-pool"]["ready"] is False
+    assert ready.json()["backends"]["stable-pool"]["ready"] is True
+    ready = make_stack(down={"stable"}).http.get("/readyz")
     assert ready.status_code == 503
-    assert ready.json()["backends"]["candidate-pool"] == "unreachable"
+    replica = ready.json()["backends"]["stable-pool"]["replicas"][0]
+    assert replica["state"] == "unhealthy"
