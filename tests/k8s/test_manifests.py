@@ -24,6 +24,7 @@ import kubernetes_validate.utils
 import pytest
 import yaml
 
+from gateway.discovery import split_host_port
 from gateway.routes import RoutesFile
 from gateway.settings import GatewaySettings
 from rollout.plan import RolloutPlan
@@ -277,7 +278,7 @@ def test_every_model_the_routes_and_plans_use_is_served_by_vllm():
     assert used <= served, f"not served by vLLM: {sorted(used - served)}"
 
 
-def test_the_backends_point_at_the_vllm_service():
+def test_the_backends_discover_the_vllm_pods_through_the_headless_service():
     service = find("Service", "rollgate-vllm")
     namespace = service["metadata"]["namespace"]
     hosts = {
@@ -286,11 +287,14 @@ def test_the_backends_point_at_the_vllm_service():
         f"{service['metadata']['name']}.{namespace}.svc",
         f"{service['metadata']['name']}.{namespace}.svc.cluster.local",
     }
-    ports = {p["port"] for p in service["spec"]["ports"]}
+    # DNS gives the pods' own addresses: the gateway connects to the container's port.
+    (container,) = find(*VLLM)["spec"]["template"]["spec"]["containers"]
+    ports = {p["containerPort"] for p in container["ports"]}
     for name, backend in routes().backends.items():
-        url = urlsplit(backend.url)
-        assert url.hostname in hosts, f"backend {name}: {url.hostname} is not the vLLM Service"
-        assert url.port in ports, f"backend {name}: port {url.port} is not the Service's"
+        assert backend.dns is not None, f"backend {name}: a fixed URL would see one pod"
+        host, port = split_host_port(backend.dns)
+        assert host in hosts, f"backend {name}: {host} is not the vLLM Service"
+        assert port in ports, f"backend {name}: port {port} is not vLLM's container port"
 
 
 # --- vLLM -----------------------------------------------------------------------------------
