@@ -59,7 +59,7 @@ def test_the_headless_profile_drives_both_variants_streams_and_scores(
     # Users scored about half their answers (--feedback-share 0.5), by the brand-voice rubric.
     scores = metric_sum(metrics, "rollgate_feedback_score_count", route=ROUTE)
     answers = sum(f.requests for name, f in figures.items() if name != "feedback")
-    assert abs(figures["feedback"].requests - scores) <= USERS
+    assert abs(figures["feedback"].requests - scores) <= USERS + 0.05 * scores  # as above
     assert 0.25 * answers < scores < 0.75 * answers
     brand_mean = metric_sum(
         metrics, "rollgate_feedback_score_sum", route=ROUTE, variant=BRAND_VOICE.name
