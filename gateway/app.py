@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.adapters import AdapterCheck, AdapterFleet
 from gateway.admin import require_admin
 from gateway.chat import ChatFastPath, error_response, internal_error_response
 from gateway.console import console_router
@@ -37,6 +38,7 @@ from gateway.settings import GatewaySettings
 from gateway.shadow import PairSample, Preference, ShadowMirror
 from gateway.upstream import Timeouts
 from rollout.errors import RolloutError
+from rollout.fleet import Fleet
 from rollout.source import SourceUnavailable
 from rollout.traffic import TrafficPlan
 
@@ -47,7 +49,11 @@ class ControlPlaneHook(Protocol):
     def router(self) -> APIRouter: ...
 
     async def start(
-        self, publish: Callable[[TrafficPlan], None], base: TrafficPlan, backends: frozenset[str]
+        self,
+        publish: Callable[[TrafficPlan], None],
+        base: TrafficPlan,
+        backends: frozenset[str],
+        fleet: Fleet,
     ) -> None: ...
 
     async def stop(self) -> None: ...
@@ -127,6 +133,13 @@ def build_services(
     return Services(settings, table, backends, recorder, shadow, feedback, clock, rng)
 
 
+def adapter_check(settings: GatewaySettings) -> AdapterCheck | None:
+    if settings.base_model_dir is None:
+        return None
+    name = settings.base_model_name or settings.base_model_dir.name
+    return AdapterCheck(settings.base_model_dir, name, settings.max_lora_rank)
+
+
 def create_app(
     settings: GatewaySettings,
     routes: RoutesFile,
@@ -156,15 +169,23 @@ def create_app(
         # Every pool discovered and probed once, so that the first requests find replicas.
         await asyncio.gather(*(pool.start() for pool in services.backends.values()))
         services.shadow.start()
+        fleet = AdapterFleet(
+            services.backends,
+            clock,
+            check=adapter_check(settings),
+            unload_after_s=settings.adapter_unload_after_s,
+        )
+        fleet.start()
         if control_plane is not None:
             # Reconciled from the store before the first request is served.
-            base = routes.plan()
-            await control_plane.start(services.table.publish, base, frozenset(services.backends))
+            base, backends = routes.plan(), frozenset(services.backends)
+            await control_plane.start(services.table.publish, base, backends, fleet)
         try:
             yield
         finally:
             if control_plane is not None:
                 await control_plane.stop()
+            await fleet.close()
             await services.shadow.stop()
             for pool in services.backends.values():
                 await pool.close()

@@ -334,6 +334,27 @@ class Balancer:
         now = self._clock()
         return any(r.blocker(model, now) is None for r in self._replicas.values())
 
+    def no_headroom(self) -> str | None:
+        """Why the pool should take no more load now, or None when it can.
+
+        Room means at least half of the replicas that take requests have
+        headroom by their own metrics (queue and KV cache): below that, the
+        pool as a whole is near its limits and a higher weight for an adapter
+        that shares it would push it over.
+        """
+        now, config = self._clock(), self.config
+        available = [r for r in self._replicas.values() if r.blocker(None, now) is None]
+        if not available:
+            return f"pool {self.name!r} has no replica taking requests"
+        roomy = sum(1 for r in available if r.headroom(now, config))
+        if 2 * roomy >= len(available):
+            return None
+        return (
+            f"pool {self.name!r} is near its limits: {len(available) - roomy} of "
+            f"{len(available)} replicas have more than {config.max_waiting:g} requests "
+            f"waiting or more than {config.max_kv_usage:.0%} of their KV cache in use"
+        )
+
     def explain(self, model: str, exclude: Collection[str] = ()) -> str:
         """Why `pick(model, exclude)` finds no replica, for the failover's log and error."""
         if not self._order:

@@ -34,3 +34,11 @@ class GatewaySettings(BaseSettings):
     controller_tick_s: float = Field(default=1.0, gt=0)
     state_poll_s: float = Field(default=0.25, gt=0)
     lease_ttl_s: float = Field(default=5.0, gt=0)
+    # Rollouts whose plan names an adapter directory: validated against this base (when
+    # set; the gateway must see the same files as vLLM), then loaded on every replica.
+    base_model_dir: Path | None = None
+    base_model_name: str | None = None  # the base's served name; default: base_model_dir's
+    max_lora_rank: int = Field(default=16, ge=1)  # vLLM's --max-lora-rank
+    # A promoted rollout's old stable adapter is unloaded this long after the promotion
+    # (time to promote back by hand); unset: it stays loaded.
+    adapter_unload_after_s: float | None = Field(default=None, ge=0)

@@ -42,6 +42,8 @@ class Faults:
     hang: bool = False  # never answer
     healthy: bool = True  # /health answers 200, else 503 (vLLM's engine died)
     models: list[str] | None = None  # served models; None: any, and no /v1/models
+    base_model: str = "tiny-llama"  # the one of `models` that is not an adapter
+    refuse_loads: bool = False  # /v1/load_lora_adapter answers 400
     waiting: float | None = None  # vLLM's queue and KV-cache gauges on /metrics
     kv_usage: float | None = None
     text: str = DEFAULT_TEXT
@@ -58,6 +60,8 @@ class Seen:
     """What the stand-in received, for assertions."""
 
     bodies: list[dict] = field(default_factory=list)
+    loads: list[str] = field(default_factory=list)  # adapter names asked to load
+    unloads: list[str] = field(default_factory=list)
     cancelled: int = 0
     active: int = 0
 
@@ -188,8 +192,29 @@ def create_standin(faults: Faults | None = None, seen: Seen | None = None) -> St
     async def models(_: Request) -> Response:
         if faults.models is None:
             return JSONResponse({"error": {"message": "not served", "code": 404}}, 404)
-        data = [{"id": m, "object": "model", "owned_by": "vllm"} for m in faults.models]
+        data = [
+            {"id": m, "object": "model", "parent": None if m == faults.base_model else "base"}
+            for m in faults.models
+        ]
         return JSONResponse({"object": "list", "data": data})
+
+    async def load_adapter(request: Request) -> Response:
+        # As vLLM: a plain-text 200 on success, a JSON 400 otherwise.
+        name = (await request.json())["lora_name"]
+        seen.loads.append(name)
+        if faults.refuse_loads or faults.models is None or name in faults.models:
+            reason = "already loaded" if name in (faults.models or ()) else "injected refusal"
+            return JSONResponse({"error": {"message": reason, "code": 400}}, 400)
+        faults.models.append(name)
+        return Response(f"Success: LoRA adapter '{name}' added successfully.")
+
+    async def unload_adapter(request: Request) -> Response:
+        name = (await request.json())["lora_name"]
+        seen.unloads.append(name)
+        if faults.models is None or name not in faults.models or name == faults.base_model:
+            return JSONResponse({"error": {"message": f"{name} not found", "code": 404}}, 404)
+        faults.models.remove(name)
+        return Response(f"Success: LoRA adapter '{name}' removed successfully.")
 
     async def metrics(_: Request) -> Response:
         lines = []
@@ -210,6 +235,8 @@ def create_standin(faults: Faults | None = None, seen: Seen | None = None) -> St
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/health", health),
             Route("/v1/models", models),
+            Route("/v1/load_lora_adapter", load_adapter, methods=["POST"]),
+            Route("/v1/unload_lora_adapter", unload_adapter, methods=["POST"]),
             Route("/metrics", metrics),
         ]
     )

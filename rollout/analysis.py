@@ -103,6 +103,7 @@ class CheckResult:
 class Verdict:
     results: tuple[CheckResult, ...] = ()
     candidate_requests: float = 0.0  # in the current step
+    no_headroom: str | None = None  # why the candidate's pool cannot take a higher weight now
 
     @property
     def status(self) -> Status:

@@ -160,6 +160,10 @@ def admin_router(
     async def get(route: str) -> dict:
         return rollout_view(await service().get(route))
 
+    @router.delete("/{route}")
+    async def delete(route: str) -> dict:
+        return rollout_view(await service().delete(route))
+
     @router.get("/{route}/history")
     async def history(route: str, limit: int = Query(100, ge=1, le=10_000)) -> dict:
         await service().get(route)  # 404 for a route that never had a rollout

@@ -201,6 +201,9 @@ def run(args: argparse.Namespace, client: AdminClient, out) -> int:
             act(args.command)
         case "promote":
             act("promote", {"full": args.full})
+        case "delete":
+            deleted = client.call("DELETE", f"/{args.route}")
+            print(f"deleted rollout {deleted['rollout_id']} of {args.route}", file=out)
     return 0
 
 
@@ -231,6 +234,8 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--reason", default="")
     for name, text in (("resume", "resume"), ("retry", "start again after a rollback")):
         sub.add_parser(name, help=text).add_argument("route")
+    delete = sub.add_parser("delete", help="forget a finished rollout (unloads its candidate)")
+    delete.add_argument("route")
     promote = sub.add_parser("promote", help="go to the next step")
     promote.add_argument("route")
     promote.add_argument("--full", action="store_true", help="straight to 100%% and promoted")

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from rollout.api import admin_router
 from rollout.controller import Controller, TrafficSync
+from rollout.fleet import NO_FLEET, Fleet
 from rollout.machine import AuditEvent
 from rollout.record import Rollout
 from rollout.service import Clock, RolloutService, Topology
@@ -76,7 +77,11 @@ class ControlPlane:
         return self.service
 
     async def start(
-        self, publish: Callable[[TrafficPlan], None], base: TrafficPlan, backends: frozenset[str]
+        self,
+        publish: Callable[[TrafficPlan], None],
+        base: TrafficPlan,
+        backends: frozenset[str],
+        fleet: Fleet = NO_FLEET,
     ) -> None:
         def show(plan: TrafficPlan, rollouts: list[Rollout]) -> None:
             publish(plan)
@@ -85,14 +90,14 @@ class ControlPlane:
                 self._routes = plan.routes
                 self.metrics.routed_at.set_to_current_time()
 
-        self._sync = TrafficSync(self.store, base, show)
+        self._sync = TrafficSync(self.store, base, show, fleet)
         self.service = RolloutService(
-            self.store, Topology(base, backends), self._clock, self._changed
+            self.store, Topology(base, backends), self._clock, self._changed, fleet
         )
         self.controller = Controller(
             self.store, self._lease, self._source, self._clock, self._changed,
             holder=self.holder, lease_ttl_s=self._timing.lease_ttl_s,
-            on_leadership=lambda leading: self.metrics.leader.set(int(leading)),
+            on_leadership=lambda leading: self.metrics.leader.set(int(leading)), fleet=fleet,
         )  # fmt: skip
         await self._sync.refresh(force=True)
         self.webhooks.start()

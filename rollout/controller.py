@@ -16,6 +16,7 @@ from dataclasses import replace
 
 from rollout.analysis import Exposure, Verdict, accumulate, judge
 from rollout.errors import Conflict, StoreError
+from rollout.fleet import NO_FLEET, Fleet
 from rollout.machine import decide, weight_bp
 from rollout.plan import Metric, ShadowStep
 from rollout.record import Rollout, traffic_plan
@@ -91,8 +92,15 @@ async def custom_values(
     return {c.name: v for c, v in zip(checks, values, strict=True)}
 
 
-async def evaluate(source: MetricSource, rollout: Rollout, now: float) -> tuple[Rollout, list]:
-    """Measure the interval since the last evaluation, judge it, and decide."""
+async def evaluate(
+    source: MetricSource, rollout: Rollout, now: float, fleet: Fleet = NO_FLEET
+) -> tuple[Rollout, list]:
+    """Measure the interval since the last evaluation, judge it, and decide.
+
+    The candidate pool's headroom goes into the verdict: a step that would raise
+    the weight waits for room. A rollback never needs any (stable serves from
+    the same pool, and it is what relieves it).
+    """
     start = max(rollout.evaluated_until or rollout.created_at, now - MAX_WINDOW_S)
     plan, seen = rollout.plan, exposure(rollout)
     try:
@@ -104,7 +112,10 @@ async def evaluate(source: MetricSource, rollout: Rollout, now: float) -> tuple[
         status, events = decide(rollout.status, plan, verdict, None, now)
         return replace(rollout, last_verdict=verdict).with_status(status), events
     evidence = accumulate(rollout.evidence, plan, window, reviews)
-    verdict = judge(plan, evidence, seen, custom)
+    verdict = replace(
+        judge(plan, evidence, seen, custom),
+        no_headroom=fleet.headroom(rollout.candidate.backend),
+    )
     status, events = decide(rollout.status, plan, verdict, None, now)
     measured = replace(rollout, evidence=evidence, last_verdict=verdict, evaluated_until=now)
     return measured.with_status(status), events
@@ -130,8 +141,10 @@ class Controller:
         holder: str,
         lease_ttl_s: float = 5.0,
         on_leadership: Callable[[bool], None] = lambda _: None,
+        fleet: Fleet = NO_FLEET,
     ) -> None:
         self._store, self._lease, self._source = store, lease, source
+        self._fleet = fleet
         self._clock, self._on_change = clock, on_change
         self.holder, self._ttl = holder, lease_ttl_s
         self._on_leadership = on_leadership
@@ -180,7 +193,7 @@ class Controller:
             return  # nothing to measure yet
         # Paced in memory, so a silent source is asked once per interval, not once per tick.
         self._next_due[rollout.rollout_id] = now + rollout.plan.evaluation_interval_s
-        updated, events = await evaluate(self._source, rollout, now)
+        updated, events = await evaluate(self._source, rollout, now, self._fleet)
         try:
             stored = await self._store.put(updated, events, fence=self.holder)
         except Conflict as exc:
@@ -212,8 +225,10 @@ class TrafficSync:
         store: RolloutStore,
         base: TrafficPlan,
         publish: Callable[[TrafficPlan, list[Rollout]], None],
+        fleet: Fleet = NO_FLEET,
     ) -> None:
         self._store, self._base, self._publish = store, base, publish
+        self._fleet = fleet
         self._seen: int | None = None
         self._version = base.version
         # One refresh at a time: a caller that returns has seen every write before its call.
@@ -227,7 +242,10 @@ class TrafficSync:
             rollouts = await self._store.list()
             self._seen = changes
             self._version += 1
-            self._publish(traffic_plan(self._base, rollouts, self._version), rollouts)
+            plan = traffic_plan(self._base, rollouts, self._version)
+            # Adapters first: no replica gets requests for one it has not loaded.
+            await self._fleet.follow(plan, rollouts)
+            self._publish(plan, rollouts)
 
     async def run(self, interval_s: float) -> None:
         # On a store error the gateway keeps routing by the last plan it saw.

@@ -5,6 +5,7 @@ RolloutError
 ├── RolloutNotFound    404  no rollout on that route
 ├── CommandRejected    409  the command does not apply in the rollout's phase
 ├── RolloutInProgress  409  a rollout is already active on the route
+├── AdapterUnavailable 502  a replica of the candidate's pool could not load its adapter
 └── StoreError         503  the store could not be read or written
     └── Conflict       409  the rollout changed since it was read (compare-and-swap lost)
         └── LeaseLost  409  a controller's write after its lease passed to another
@@ -31,6 +32,10 @@ class CommandRejected(RolloutError):
 
 class RolloutInProgress(RolloutError):
     status = 409
+
+
+class AdapterUnavailable(RolloutError):
+    status = 502
 
 
 class StoreError(RolloutError):

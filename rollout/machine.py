@@ -289,6 +289,8 @@ def _verdict(
     if verdict.candidate_requests < step.min_requests:
         return status, []
     new, kind = _advance(status, plan, now, "every check passed")
+    if verdict.no_headroom is not None and weight_bp(new, plan) > weight_bp(status, plan):
+        return _hold_for_capacity(status, plan, verdict, now)
     return new, [
         _event(status, new, plan, now, kind, CONTROLLER, new.reason, checks=verdict.results)
     ]
@@ -308,6 +310,22 @@ def _wait(
     new = replace(status, phase=Phase.PAUSED, hold=Hold(CONTROLLER, reason, automatic=True),
                   reason=reason)  # fmt: skip
     return new, [_event(status, new, plan, now, EventKind.PAUSED, CONTROLLER, reason,
+                        checks=verdict.results)]  # fmt: skip
+
+
+def _hold_for_capacity(
+    status: RolloutStatus, plan: RolloutPlan, verdict: Verdict, now: float
+) -> tuple[RolloutStatus, list[AuditEvent]]:
+    """Stay at this step, its checks passed, until the pool has room for a higher weight.
+
+    Not a pause: the next evaluation that finds room advances at once. One event
+    when the hold starts or its reason changes, not one per evaluation.
+    """
+    reason = f"holding {step_label(status, plan)}: {verdict.no_headroom}"
+    if status.reason == reason:
+        return status, []
+    new = replace(status, reason=reason)
+    return new, [_event(status, new, plan, now, EventKind.WAITING, CONTROLLER, reason,
                         checks=verdict.results)]  # fmt: skip
 
 

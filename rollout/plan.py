@@ -130,6 +130,10 @@ class CandidateSpec(_Strict):
     name: str = Field(pattern=NAME)
     backend: str = Field(pattern=NAME)
     model: str = Field(min_length=1)
+    # The LoRA adapter's directory as the vLLM replicas see it. Given, the gateway
+    # loads it as `model` on every replica of `backend` before the rollout starts,
+    # and again on replicas that restart; left out, vLLM must serve `model` already.
+    adapter: str | None = Field(default=None, min_length=1)
 
     def variant(self) -> Variant:
         return Variant(name=self.name, backend=self.backend, model=self.model)

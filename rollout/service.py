@@ -12,7 +12,14 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from rollout.errors import Conflict, InvalidPlan, RolloutInProgress, RolloutNotFound
+from rollout.errors import (
+    CommandRejected,
+    Conflict,
+    InvalidPlan,
+    RolloutInProgress,
+    RolloutNotFound,
+)
+from rollout.fleet import NO_FLEET, Fleet
 from rollout.machine import AuditEvent, Command, decide, start
 from rollout.plan import RolloutPlan
 from rollout.record import Rollout
@@ -34,12 +41,18 @@ class Topology:
 
 class RolloutService:
     def __init__(
-        self, store: RolloutStore, topology: Topology, clock: Clock, on_change: OnChange
+        self,
+        store: RolloutStore,
+        topology: Topology,
+        clock: Clock,
+        on_change: OnChange,
+        fleet: Fleet = NO_FLEET,
     ) -> None:
         self._store = store
         self._topology = topology
         self._clock = clock
         self._on_change = on_change
+        self._fleet = fleet
 
     async def apply(self, plan: RolloutPlan, actor: str) -> Rollout:
         """Start `plan` on its route; refused while another rollout there is still active."""
@@ -53,6 +66,11 @@ class RolloutService:
         stable = self._stable(plan.route, existing)
         if stable.name == plan.candidate.name:
             raise InvalidPlan(f"candidate.name: {stable.name!r} is already the route's stable")
+        candidate = plan.candidate
+        if candidate.adapter is not None:
+            # On every replica before the rollout exists: no request, shadow copies
+            # included, can reach a replica that lacks it.
+            await self._fleet.prepare(candidate.backend, candidate.model, candidate.adapter)
         now = self._clock()
         rollout_id = f"{plan.route}-{secrets.token_hex(4)}"
         status, events = start(rollout_id, plan, now, actor)
@@ -74,6 +92,21 @@ class RolloutService:
             await self._on_change(stored, events)
             return stored
         raise Conflict(f"route {route!r}: the rollout kept changing; try again")
+
+    async def delete(self, route: str) -> Rollout:
+        """Forget a finished rollout (promoted, rolled back or aborted); its history stays.
+
+        A rolled-back candidate's adapter stays loaded on the replicas for an
+        instant retry until then.
+        """
+        rollout = await self.get(route)
+        if rollout.status.phase.active:
+            raise CommandRejected(
+                f"cannot delete: the rollout is {rollout.status.phase.value}; abort it first"
+            )
+        await self._store.delete(route, rollout.revision)
+        await self._on_change(rollout, ())
+        return rollout
 
     async def get(self, route: str) -> Rollout:
         rollout = await self._store.get(route)

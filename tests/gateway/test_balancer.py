@@ -656,3 +656,29 @@ class PoolMachine(RuleBasedStateMachine):
 
 PoolMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 test_pool_invariants = PoolMachine.TestCase
+
+
+# --- capacity for a rollout's next step ------------------------------------------------------
+
+
+def test_headroom_holds_once_more_than_half_the_available_replicas_are_full():
+    clock, pool = make_pool(4, config=BalancerConfig(max_waiting=4, max_kv_usage=0.9))
+    assert pool.no_headroom() is None  # nothing scraped yet: no reason to hold
+    pool.observe_load("r0", waiting=9, kv_usage=0.2)
+    pool.observe_load("r1", waiting=0, kv_usage=0.95)
+    assert pool.no_headroom() is None  # two of four full: half still has room
+    pool.observe_load("r2", waiting=5, kv_usage=0.5)
+    reason = pool.no_headroom()
+    assert reason == (
+        "pool 'pool' is near its limits: 3 of 4 replicas have more than 4 requests waiting"
+        " or more than 90% of their KV cache in use"
+    )
+    fail(pool, "r3", 3)  # the roomy one ejected: 3 of 3 full
+    assert "3 of 3 replicas" in pool.no_headroom()
+    clock.now = 100.0  # the scrapes went stale and the ejection ended: room again
+    assert pool.no_headroom() is None
+
+
+def test_a_pool_with_no_replica_taking_requests_has_no_headroom():
+    _, pool = make_pool(2, probe=False)
+    assert pool.no_headroom() == "pool 'pool' has no replica taking requests"

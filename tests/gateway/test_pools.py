@@ -6,122 +6,13 @@ are in tests/rollout/test_scale_out.py); the gateway and its pools are real.
 
 from __future__ import annotations
 
-import random
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
-from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
-import pytest
-from prometheus_client import CollectorRegistry
-
-from gateway.app import create_app
-from gateway.routes import RoutesFile
-from gateway.settings import GatewaySettings
-from loadtests.standin import Faults, Seen, create_standin
-from serving.process import free_port
-from tests.gateway.test_proxy import CHAT, eventually
-from tests.servers import serving
-
-BASE, ADAPTER = "tiny-llama", "acme-voice"
-POOL = "vllm"
-
-
-@dataclass
-class Replica:
-    url: str
-    faults: Faults
-    seen: Seen
-
-    def count(self, model: str | None = None) -> int:
-        return sum(1 for b in self.seen.bodies if model is None or b["model"] == model)
-
-
-@dataclass
-class PoolStack:
-    http: httpx.Client
-    replicas: list[Replica]
-    registry: CollectorRegistry
-    app: object
-
-    def metric(self, name: str, **labels: str) -> float:
-        return self.registry.get_sample_value(name, labels) or 0.0
-
-    def chat(self, stream: bool = False, user: str | None = None) -> httpx.Response:
-        body = {**CHAT, "stream": stream, **({"user": user} if user else {})}
-        return self.http.post("/v1/chat/completions", json=body)
-
-    @property
-    def pool(self):
-        return self.app.state.services.backends[POOL]
-
-
-def pool_routes(backend: dict, weight: float = 0) -> RoutesFile:
-    return RoutesFile.model_validate({
-        "backends": {POOL: backend},
-        "routes": [{
-            "name": "support",
-            "stable": {"backend": POOL, "model": BASE, "name": "base"},
-            "candidate": {"backend": POOL, "model": ADAPTER},
-            "rollout_id": "r1",
-            "weight_percent": weight,
-        }],
-    })  # fmt: skip
-
-
-@pytest.fixture
-def make_pool() -> Iterator:
-    with ExitStack() as stack:
-
-        def make(
-            faults: list[Faults],
-            *,
-            down: int = 0,
-            weight: float = 0,
-            dns: dict[str, list[str]] | None = None,
-            probe_interval_s: float = 0.1,
-            **settings,
-        ) -> PoolStack:
-            """Replicas with these faults (on 127.0.0.1+i, one port), plus `down` addresses
-            nobody listens on. With `dns`, the pool resolves `replicas:PORT` through it."""
-            port = free_port()
-            replicas = []
-            for i, f in enumerate(faults):
-                seen = Seen()
-                url = stack.enter_context(
-                    serving(create_standin(f, seen), port=port, host=f"127.0.0.{i + 2}")
-                )
-                replicas.append(Replica(url, f, seen))
-            urls = [r.url for r in replicas]
-            urls += [f"http://127.0.0.1:{free_port()}" for _ in range(down)]
-
-            async def resolver(host: str, _: int) -> list[str]:
-                assert dns is not None
-                if host not in dns:
-                    raise OSError(f"{host}: no such name")
-                return dns[host]
-
-            backend = (
-                {"dns": f"replicas:{port}", "resolve_interval_s": 0.1} if dns else {"urls": urls}
-            )
-            backend["probe_interval_s"] = probe_interval_s
-            registry = CollectorRegistry()
-            app = create_app(
-                GatewaySettings(routes_file=Path("unused.yaml"), control_plane=False, **settings),
-                pool_routes(backend, weight),
-                registry=registry,
-                rng=random.Random(3),
-                resolver=resolver,
-            )
-            url = stack.enter_context(serving(app))
-            http = stack.enter_context(httpx.Client(base_url=url, timeout=30))
-            return PoolStack(http, replicas, registry, app)
-
-        yield make
+from loadtests.standin import Faults
+from tests.gateway.conftest import ADAPTER, BASE, POOL, PoolStack
+from tests.gateway.test_proxy import eventually
 
 
 def both(models=(BASE, ADAPTER), **faults) -> Faults:

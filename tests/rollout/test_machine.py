@@ -224,3 +224,24 @@ def test_random_sequences_keep_the_invariants(sequence) -> None:
         for event in events:
             assert event.from_phase is before.phase or event.kind is EventKind.STARTED
             assert event.to_phase is status.phase
+
+
+def test_a_step_that_would_raise_the_weight_holds_until_the_pool_has_room() -> None:
+    full = Verdict(PASS.results, 100, no_headroom="pool 'vllm' is near its limits")
+    held, events = decide(started(), PLAN, full, None, 31.0)  # shadow -> 5% would add load
+    assert (held.phase, step_label(held, PLAN)) == (Phase.RUNNING, "shadow")
+    assert held.reason == "holding shadow: pool 'vllm' is near its limits"
+    assert [(e.kind, e.actor, e.to_weight) for e in events] == [(EventKind.WAITING, CONTROLLER, 0)]
+    assert decide(held, PLAN, full, None, 60.0) == (held, [])  # one event per hold, not per tick
+    status, events = decide(held, PLAN, PASS, None, 65.0)
+    assert step_label(status, PLAN) == "5%"  # room again: on at once
+    assert [e.kind for e in events] == [EventKind.ADVANCED]
+
+
+def test_a_full_pool_never_holds_a_rollback_nor_a_step_that_keeps_the_weight() -> None:
+    status, _ = decide(started(), PLAN, PASS, None, 31.0)
+    full = Verdict(FAIL.results, 100, no_headroom="full")
+    assert decide(status, PLAN, full, None, 40.0)[0].phase is Phase.ROLLED_BACK
+    # 5% -> pause keeps the weight at 5%: no extra load, no hold.
+    full = Verdict(PASS.results, 100, no_headroom="full")
+    assert step_label(decide(status, PLAN, full, None, 62.0)[0], PLAN) == "pause"
