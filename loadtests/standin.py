@@ -217,7 +217,10 @@ def create_standin(faults: Faults | None = None, seen: Seen | None = None) -> St
         return Response(f"Success: LoRA adapter '{name}' removed successfully.")
 
     async def metrics(_: Request) -> Response:
-        lines = []
+        lines = [
+            "# TYPE standin_requests_total counter",
+            f"standin_requests_total {len(seen.bodies)}",
+        ]
         if faults.waiting is not None:
             lines += [
                 "# TYPE vllm:num_requests_waiting gauge",

@@ -29,6 +29,7 @@ class Served:
     variant: str
     status: int
     text: str
+    stream: bool = False
 
 
 class Users:
@@ -53,6 +54,7 @@ class Users:
         self._workers: list[threading.Thread] = []
         self._lock = threading.Lock()
         self.served: list[Served] = []
+        self.failed: list[tuple[float, bool, str]] = []  # (wall clock, streamed, why): no answer
 
     def __enter__(self) -> Users:
         for i in range(self._threads):
@@ -78,7 +80,9 @@ class Users:
                 user = f"user-{rng.randrange(self._population)}"
                 try:
                     served, request_id = self._ask(http, user, rng)
-                except httpx.HTTPError:
+                except _Failed as failure:
+                    with self._lock:
+                        self.failed.append((time.time(), failure.stream, str(failure)))
                     time.sleep(0.05)
                     continue
                 with self._lock:
@@ -98,9 +102,22 @@ class Users:
             "stream": stream,
         }
         headers = {"x-rollgate-key": user}
-        with http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as response:
-            raw = response.read().decode(errors="replace")
+        try:
+            with http.stream(
+                "POST", "/v1/chat/completions", json=body, headers=headers
+            ) as response:
+                raw = response.read().decode(errors="replace")
+        except httpx.HTTPError as exc:
+            raise _Failed(stream, f"{type(exc).__name__}: {exc}") from exc
         text = streamed_text(raw.splitlines()) if stream else answer_text(raw)
         variant = response.headers.get("x-rollgate-variant", "")
-        served = Served(sent, time.time(), user, variant, response.status_code, text)
+        served = Served(sent, time.time(), user, variant, response.status_code, text, stream)
         return served, response.headers.get("x-request-id", "")
+
+
+class _Failed(Exception):
+    """A request that got no answer at all (the connection failed)."""
+
+    def __init__(self, stream: bool, why: str) -> None:
+        super().__init__(why)
+        self.stream = stream

@@ -1,0 +1,129 @@
+"""Scale-out benchmark: gateway throughput with one replica vs two, and a replica's return.
+
+    .venv/bin/python -m loadtests.bench_scale_out [--duration 5]
+
+Two stand-in upstreams form one pool (`urls`); every gateway balances over
+both. Measured in one run, so the figures share the machine's state:
+
+1. throughput through one gateway process, then through two side by side
+   (the load split evenly), at the same total concurrency: the scaling ratio;
+2. a replica killed under load and started again on its port: the seconds
+   from its `/health` answering 200 to the first request a gateway sends it
+   (the pool's probe interval bounds it, default 2 s).
+
+Everything shares the machine's cores: on 2 cores the load generator, the
+stand-ins and the gateways compete, so the ratio says what one more gateway
+process buys on the same cores, not on a node of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from loadtests.bench_gateway import BODY, closed_loop, start
+from serving.process import free_port
+
+CONCURRENCY = 32
+
+
+def pool_routes(upstreams: list[int], workdir: Path) -> Path:
+    routes = {
+        "backends": {"pool": {"urls": [f"http://127.0.0.1:{p}" for p in upstreams]}},
+        "routes": [{"name": "support", "stable": {"backend": "pool", "model": "tiny-llama"}}],
+    }
+    path = workdir / "routes.yaml"
+    path.write_text(yaml.safe_dump(routes))
+    return path
+
+
+async def split_load(ports: list[int], duration: float) -> float:
+    """Requests per second over all `ports`, CONCURRENCY users shared evenly among them."""
+    each = CONCURRENCY // len(ports)
+    runs = await asyncio.gather(*(
+        closed_loop(f"http://127.0.0.1:{p}/v1/chat/completions", BODY, each, duration)
+        for p in ports
+    ))  # fmt: skip
+    return sum(len(r) for r in runs) / duration
+
+
+def requests_seen(port: int) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    return float(text.split("standin_requests_total ")[1].split()[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--returns", type=int, default=3, help="kill-and-return rounds")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp())
+    procs: dict[str, object] = {}
+    try:
+        upstreams = [free_port(), free_port()]
+        for i, port in enumerate(upstreams):
+            argv = ["-m", "loadtests.standin", "--port", str(port)]
+            procs[f"upstream{i}"] = start(argv, port, "/health")
+        routes = pool_routes(upstreams, workdir)
+        gateways = [free_port(), free_port()]
+        for i, port in enumerate(gateways):
+            argv = ["-m", "gateway", "--routes", str(routes), "--port", str(port)]
+            env = {"ROLLGATE_CONTROL_PLANE": "false"}  # throughput of the data plane alone
+            procs[f"gateway{i}"] = start(argv, port, "/readyz", env)
+
+        asyncio.run(split_load(gateways, 1.0))  # warm-up
+        rounds = []
+        for _ in range(2):
+            one = asyncio.run(split_load(gateways[:1], args.duration))
+            two = asyncio.run(split_load(gateways, args.duration))
+            rounds.append((one, two))
+        print(f"throughput at concurrency {CONCURRENCY}, stand-in pool of 2 replicas:")
+        for one, two in rounds:
+            print(f"  1 gateway {one:,.0f} rps | 2 gateways {two:,.0f} rps | ratio {two / one:.2f}")
+
+        # A replica's return: light load keeps flowing through one gateway meanwhile.
+        returns = []
+        for _ in range(args.returns):
+            victim = "upstream1"
+            procs[victim].kill()
+            procs[victim].wait()
+
+            async def load_while_down() -> None:
+                await split_load(gateways[:1], 3.0)
+
+            asyncio.run(load_while_down())
+            argv = ["-m", "loadtests.standin", "--port", str(upstreams[1])]
+            procs[victim] = start(argv, upstreams[1], "/health")
+            back = time.monotonic()
+
+            async def until_served(back: float) -> float:
+                url = f"http://127.0.0.1:{gateways[0]}/v1/chat/completions"
+                load = asyncio.create_task(closed_loop(url, BODY, 2, 30.0))
+                try:
+                    while requests_seen(upstreams[1]) == 0:
+                        assert time.monotonic() - back < 30, "the replica got no request"
+                        await asyncio.sleep(0.02)
+                    return time.monotonic() - back
+                finally:
+                    load.cancel()
+
+            returns.append(asyncio.run(until_served(back)))
+        figures = ", ".join(f"{r:.2f}" for r in returns)
+        print(f"replica back (/health 200) -> its first request, s: {figures}")
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            proc.wait()
+
+
+if __name__ == "__main__":
+    main()
