@@ -51,6 +51,14 @@ def test_cpu_and_gpu_differ_only_in_environment_and_memory_flag():
         assert cfg.environment()["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "true"
 
 
+def test_cpu_replicas_on_one_host_can_be_given_their_own_cores():
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in make().environment()  # vLLM picks
+    assert make(cpu_cores="2-3").environment()["VLLM_CPU_OMP_THREADS_BIND"] == "2-3"
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in make(device=Device.GPU, cpu_cores="1").environment()
+    with pytest.raises(ValidationError, match="cpu_cores"):
+        make(cpu_cores="all")
+
+
 def test_base_url():
     assert make().base_url == "http://127.0.0.1:8123"
 
