@@ -14,9 +14,9 @@ A replica is never picked when any of these holds:
   retried on another replica of the same variant before failing over);
 - its probes do not say healthy (a new replica waits for its first good probe);
 - it is ejected: `eject_after` failed requests in a row take it out for a
-  cool-down that doubles with each ejection in a row, up to a cap; back from
-  one, a single failure ejects it again, and a success resets both the count
-  and the doubling;
+  cool-down that doubles with each ejection in a row, up to a cap (cut short
+  when its probes saw it down and then back); back from one, a single failure
+  ejects it again, and a success resets both the count and the doubling;
 - its `/v1/models` list is known and lacks the requested model (base or adapter).
 
 Among the rest, in order of preference:
@@ -264,13 +264,20 @@ class Balancer:
     def observe_health(self, address: str, ok: bool) -> None:
         """The result of one active `/health` probe.
 
-        A good probe does not lift a passive ejection: /health says the engine
-        runs, the ejection says requests failed, and only the cool-down tells.
+        A good probe after good probes does not lift a passive ejection: /health
+        says the engine runs, the ejection says requests failed, and only the
+        cool-down tells. A good probe after failed ones does: the replica was
+        down and is back (a restarted vLLM is a new process), so its cool-down
+        ends now rather than up to minutes after it could serve again. It
+        returns on probation, as from a cool-down that ran out.
         """
         replica = self._replicas.get(address)
         if replica is None:
             return
         if ok:
+            back = replica.failed_probes > 0 or replica.health is Health.UNHEALTHY
+            if back and replica.ejected_until is not None:
+                replica = replace(replica, ejected_until=None)
             replica = replace(replica, health=Health.HEALTHY, failed_probes=0)
         else:
             failed = replica.failed_probes + 1

@@ -118,11 +118,14 @@ class BackendPool:
                 return await self._endpoints[address].send(path, body), address
             except UpstreamError as exc:
                 lacks_model = isinstance(exc, BadUpstream) and exc.upstream_status == 404
+                ejections = self.balancer.ejections_total
                 # A 404 says the replica lacks the model, not that it is broken.
                 self.balancer.finished(address, ok=lacks_model)
                 if lacks_model:
                     self._forget_model(address, model)
-                log.warning("pool %s: %s failed: %s", self.name, address, exc.message)
+                # One line per ejection, not one per failed request of a dead replica.
+                if self.balancer.ejections_total > ejections:
+                    log.warning("pool %s: %s ejected: %s", self.name, address, exc.message)
                 if isinstance(exc, UpstreamTimeout):
                     raise
                 error = exc

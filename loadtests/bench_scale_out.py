@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from loadtests.bench_gateway import BODY, closed_loop, start
+from loadtests.bench_gateway import BODY, closed_loop, cpu_seconds, start
 from serving.process import free_port
 
 CONCURRENCY = 32
@@ -55,7 +56,7 @@ async def split_load(ports: list[int], duration: float) -> float:
 
 def requests_seen(port: int) -> float:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-    return float(text.split("standin_requests_total ")[1].split()[0])
+    return float(text.split("\nstandin_requests_total ")[1].split()[0])
 
 
 def main() -> None:
@@ -81,13 +82,28 @@ def main() -> None:
 
         asyncio.run(split_load(gateways, 1.0))  # warm-up
         rounds = []
+        pids = {name: proc.pid for name, proc in procs.items()}
+
+        def busy(run) -> tuple[float, dict[str, float]]:
+            """rps, and each process's share of the machine's cores during the run."""
+            before = {n: cpu_seconds(pid) for n, pid in pids.items()}
+            rps = asyncio.run(run)
+            cores = os.cpu_count() or 1
+            used = {
+                n: (cpu_seconds(pid) - before[n]) / (args.duration * cores)
+                for n, pid in pids.items()
+            }
+            return rps, used
+
         for _ in range(2):
-            one = asyncio.run(split_load(gateways[:1], args.duration))
-            two = asyncio.run(split_load(gateways, args.duration))
-            rounds.append((one, two))
+            one, _ = busy(split_load(gateways[:1], args.duration))
+            two, used = busy(split_load(gateways, args.duration))
+            rounds.append((one, two, used))
         print(f"throughput at concurrency {CONCURRENCY}, stand-in pool of 2 replicas:")
-        for one, two in rounds:
+        for one, two, used in rounds:
+            shares = ", ".join(f"{n} {u:.0%}" for n, u in used.items())
             print(f"  1 gateway {one:,.0f} rps | 2 gateways {two:,.0f} rps | ratio {two / one:.2f}")
+            print(f"    machine's CPU during the 2-gateway run: {shares}; the rest: load generator")
 
         # A replica's return: light load keeps flowing through one gateway meanwhile.
         returns = []

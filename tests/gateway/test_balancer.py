@@ -422,6 +422,18 @@ def test_a_good_probe_does_not_lift_an_ejection():
     assert picked(pool) is None
 
 
+def test_a_replica_back_from_failed_probes_ends_its_cooldown_on_probation():
+    config = BalancerConfig(eject_after=3, ejection_s=10, unhealthy_after=2)
+    clock, pool = make_pool(1, config=config)
+    fail(pool, "r0", 3)  # it died: requests fail, then probes
+    pool.observe_health("r0", ok=False)
+    clock.now = 2.0
+    pool.observe_health("r0", ok=True)  # restarted: back long before the cool-down ends
+    assert picked(pool) == "r0"
+    fail(pool, "r0")  # on probation: one failure ejects it again, for twice as long
+    assert pool.replica("r0").ejected_until - clock.now == 20
+
+
 def test_with_every_replica_ejected_nothing_is_picked_and_the_reason_is_given():
     clock, pool = make_pool(2, config=BalancerConfig(eject_after=2, ejection_s=10))
     for address in pool.members:
