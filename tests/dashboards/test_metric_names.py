@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from gateway.assignment import bucket
 from gateway.metrics import GatewayMetrics
+from gateway.pool_metrics import PoolCollector
 from rollout.telemetry import ControlPlaneMetrics
 from serving.corpus import BRAND_VOICE
 from tests.dashboards.promql import (
@@ -117,6 +118,7 @@ def test_every_rollgate_name_is_registered_by_the_gateway_and_control_plane() ->
     registry = CollectorRegistry()
     GatewayMetrics(registry, safety_rules=("credentials",))
     ControlPlaneMetrics(registry)
+    registry.register(PoolCollector({}))
     rollgate, _ = split(used_names())
     assert unexported(rollgate, exported(generate_latest(registry).decode())) == set()
 
