@@ -115,15 +115,17 @@ class AdapterFleet:
         targets = [r.address for r in pool.balancer.replicas() if r.blocker(None, now) is None]
         if not targets:
             raise AdapterUnavailable(
-                f"cannot load adapter {model!r}: {pool.balancer.explain(model)}"
+                f"cannot load adapter {model!r}: no replica of pool {backend!r} takes requests "
+                f"now ({len(pool.members)} members; GET /readyz shows why)"
             )
         results = await asyncio.gather(
             *(self._load(pool, a, model, adapter) for a in targets), return_exceptions=True
         )
         failed = [(a, r) for a, r in zip(targets, results, strict=True) if r is not None]
         if failed:
-            loaded = [a for a in targets if a not in dict(failed)]
-            await asyncio.gather(*(self._unload(pool, a, model) for a in loaded))
+            if not self._in_use((backend, model)):  # undo the half-done load
+                loaded = [a for a in targets if a not in dict(failed)]
+                await asyncio.gather(*(self._unload(pool, a, model) for a in loaded))
             why = "; ".join(f"{a}: {_describe(e)}" for a, e in failed)
             raise AdapterUnavailable(
                 f"adapter {model!r} could not be loaded on {len(failed)} of {len(targets)} "
@@ -163,18 +165,21 @@ class AdapterFleet:
                 self._retired.add(r.rollout_id)
                 drop.add((r.stable.backend, r.stable.model))
         self._retired &= ids
-        routed = {
-            (v.backend, v.model)
-            for t in plan.routes.values()
-            for v in (t.stable, t.candidate)
-            if v is not None
-        }
-        drop -= routed | set(self._wanted)
+        drop = {key for key in drop if not self._in_use(key)}
         self._ours -= drop
         for backend, model in sorted(drop):
             pool = self._pools.get(backend)
             if pool is not None:
                 await asyncio.gather(*(self._unload(pool, a, model) for a in pool.members))
+
+    def _in_use(self, key: Key) -> bool:
+        """A route serves it, or a stored rollout wants it."""
+        if key in self._wanted:
+            return True
+        routes = self._plan.routes.values() if self._plan is not None else ()
+        return any(
+            (v.backend, v.model) == key for t in routes for v in (t.stable, t.candidate) if v
+        )
 
     async def _retire_when_due(self) -> None:
         # Promotions age without any write to the store: look again every second.

@@ -20,6 +20,7 @@ from rollout.control_plane import ControlPlane, Timing
 from rollout.sqlite_store import SqliteStore
 from tests.gateway.conftest import ADAPTER, BASE, POOL
 from tests.gateway.test_proxy import eventually
+from tests.serving.test_validation import MODULES, good_config, write_adapter, write_safetensors
 
 ADAPTER_DIR = "/adapters/acme-voice"
 
@@ -144,3 +145,25 @@ def test_a_step_waits_for_headroom_and_says_why(fleet):
     for replica in stack.replicas:
         replica.faults.waiting = 0
     eventually(lambda: stack.admin("GET", "/support").json()["step_label"] == "50%")
+
+
+def test_an_adapter_that_does_not_fit_the_base_is_refused_before_any_replica_sees_it(
+    fleet, tmp_path
+):
+    base = tmp_path / "base"
+    base.mkdir()
+    names = [f"model.layers.0.self_attn.{m}.weight" for m in MODULES[:4]]
+    names += [f"model.layers.0.mlp.{m}.weight" for m in MODULES[4:]]
+    write_safetensors(base / "model.safetensors", names)
+    stack = fleet(base_model_dir=base, base_model_name="tiny", max_lora_rank=8)
+    (tmp_path / "bad").mkdir()
+    bad = write_adapter(tmp_path / "bad", {**good_config(), "base_model_name_or_path": "other"})
+    refused = stack.admin("POST", "", json=plan(adapter=str(bad)))
+    assert refused.status_code == 422
+    message = refused.json()["error"]["message"]
+    assert message.startswith(f"candidate.adapter: adapter '{ADAPTER}': base_model_name_or_path")
+    assert all(r.seen.loads == [] for r in stack.replicas)
+    (tmp_path / "good").mkdir()
+    good = write_adapter(tmp_path / "good", good_config())
+    assert stack.admin("POST", "", json=plan(adapter=str(good))).status_code == 201
+    assert all(r.seen.loads == [ADAPTER] for r in stack.replicas)
