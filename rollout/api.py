@@ -161,13 +161,15 @@ def admin_router(
         return rollout_view(await service().get(route))
 
     @router.delete("/{route}")
-    async def delete(route: str) -> dict:
-        return rollout_view(await service().delete(route))
+    async def delete(route: str, x_rollgate_actor: str | None = Header(None)) -> dict:
+        return rollout_view(await service().delete(route, actor_of(x_rollgate_actor)))
 
     @router.get("/{route}/history")
     async def history(route: str, limit: int = Query(100, ge=1, le=10_000)) -> dict:
-        await service().get(route)  # 404 for a route that never had a rollout
-        return {"events": [event_view(e) for e in await service().history(route, limit)]}
+        events = await service().history(route, limit)
+        if not events:
+            await service().get(route)  # 404 for a route that never had a rollout
+        return {"events": [event_view(e) for e in events]}
 
     @router.get("/{route}/series")
     async def series(

@@ -96,6 +96,7 @@ class EventKind(StrEnum):
     ROLLED_BACK = "rolled_back"
     ABORTED = "aborted"
     RETRIED = "retried"
+    DELETED = "deleted"  # a finished rollout forgotten; its history stays
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +159,13 @@ def start(
     reason = f"rollout of {plan.candidate.name} started by {actor}"
     status = replace(status, reason=reason)
     return status, [_event(status, status, plan, now, EventKind.STARTED, actor, reason)]
+
+
+def deleted(status: RolloutStatus, plan: RolloutPlan, now: float, actor: str) -> list[AuditEvent]:
+    """The event that records forgetting a finished rollout (only finished ones can be)."""
+    if status.phase.active:
+        raise CommandRejected(f"cannot delete: the rollout is {status.phase.value}; abort it first")
+    return [_event(status, status, plan, now, EventKind.DELETED, actor, f"deleted by {actor}")]
 
 
 def decide(

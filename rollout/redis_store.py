@@ -51,11 +51,13 @@ redis.call('INCR', KEYS[4])
 return stored
 """
 
-# KEYS: rollout, routes, changes. ARGV: expected revision, route.
-_DELETE = """
+# KEYS: rollout, routes, changes, events. ARGV: expected revision, route, events...
+_DELETE = f"""
 if redis.call('HGET', KEYS[1], 'revision') ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[2])
+for i = 3, #ARGV do redis.call('RPUSH', KEYS[4], ARGV[i]) end
+redis.call('LTRIM', KEYS[4], -{MAX_EVENTS}, -1)
 redis.call('INCR', KEYS[3])
 return 1
 """
@@ -129,10 +131,17 @@ class RedisStore:
             raise Conflict(f"route {route!r} is at revision {found}, not {rollout.revision}")
         return stored
 
-    async def delete(self, route: str, revision: int) -> None:
-        keys = [self._key("rollout", route), self._key("routes"), self._key("changes")]
+    async def delete(self, route: str, revision: int, events: Sequence[AuditEvent] = ()) -> None:
+        keys = [
+            self._key("rollout", route),
+            self._key("routes"),
+            self._key("changes"),
+            self._key("events", route),
+        ]
         with _translated():
-            deleted = await self._delete(keys, [revision, route])
+            deleted = await self._delete(
+                keys, [revision, route, *(event_to_json(e) for e in events)]
+            )
         if not deleted:
             raise Conflict(f"route {route!r} is not at revision {revision}")
 

@@ -12,15 +12,9 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from rollout.errors import (
-    CommandRejected,
-    Conflict,
-    InvalidPlan,
-    RolloutInProgress,
-    RolloutNotFound,
-)
+from rollout.errors import Conflict, InvalidPlan, RolloutInProgress, RolloutNotFound
 from rollout.fleet import NO_FLEET, Fleet
-from rollout.machine import AuditEvent, Command, decide, start
+from rollout.machine import AuditEvent, Command, decide, deleted, start
 from rollout.plan import RolloutPlan
 from rollout.record import Rollout
 from rollout.store import RolloutStore
@@ -93,19 +87,17 @@ class RolloutService:
             return stored
         raise Conflict(f"route {route!r}: the rollout kept changing; try again")
 
-    async def delete(self, route: str) -> Rollout:
-        """Forget a finished rollout (promoted, rolled back or aborted); its history stays.
+    async def delete(self, route: str, actor: str) -> Rollout:
+        """Forget a finished rollout (promoted, rolled back or aborted); its history stays,
+        ending with the deletion.
 
         A rolled-back candidate's adapter stays loaded on the replicas for an
         instant retry until then.
         """
         rollout = await self.get(route)
-        if rollout.status.phase.active:
-            raise CommandRejected(
-                f"cannot delete: the rollout is {rollout.status.phase.value}; abort it first"
-            )
-        await self._store.delete(route, rollout.revision)
-        await self._on_change(rollout, ())
+        events = deleted(rollout.status, rollout.plan, self._clock(), actor)
+        await self._store.delete(route, rollout.revision, events)
+        await self._on_change(rollout, events)
         return rollout
 
     async def get(self, route: str) -> Rollout:

@@ -103,7 +103,9 @@ class SqliteStore:
         await self._run(write)
         return stored
 
-    async def delete(self, route: str, revision: int) -> None:
+    async def delete(self, route: str, revision: int, events: Sequence[AuditEvent] = ()) -> None:
+        rows = [(route, event_to_json(e)) for e in events]
+
         def remove(db: sqlite3.Connection) -> None:
             with _transaction(db):
                 deleted = db.execute(
@@ -111,6 +113,7 @@ class SqliteStore:
                 ).rowcount
                 if not deleted:
                     raise Conflict(f"route {route!r} is not at revision {revision}")
+                db.executemany("INSERT INTO events (route, json) VALUES (?, ?)", rows)
                 db.execute(_COUNT_CHANGE)
 
         await self._run(remove)

@@ -46,8 +46,9 @@ class RolloutStore(Protocol):
         lease (else `LeaseLost`): a controller that stalled past its lease decides nothing."""
         ...
 
-    async def delete(self, route: str, revision: int) -> None:
-        """Remove the route's rollout (its history stays). Raises `Conflict` on a stale revision."""
+    async def delete(self, route: str, revision: int, events: Sequence[AuditEvent] = ()) -> None:
+        """Remove the route's rollout and append `events` atomically (its history stays).
+        Raises `Conflict` on a stale revision."""
         ...
 
     async def history(self, route: str, limit: int = 100) -> list[AuditEvent]:

@@ -139,12 +139,12 @@ async def test_delete_needs_the_current_revision_and_keeps_the_history(store: St
 
     for stale in (0, 2):
         with pytest.raises(Conflict):
-            await store.delete("support", stale)
-    await store.delete("support", stored.revision)
+            await store.delete("support", stale, events)  # nothing appended either
+    await store.delete("support", stored.revision, events[:1])
 
     assert await store.get("support") is None
     assert await store.list() == []
-    assert await store.history("support") == events
+    assert await store.history("support") == [*events, events[0]]
     with pytest.raises(Conflict):
         await store.delete("support", stored.revision)
     assert (await store.put(rollout)).revision == 1  # the route can start afresh
