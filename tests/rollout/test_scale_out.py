@@ -177,7 +177,6 @@ def test_two_replicas_two_gateways_a_rollout_a_killed_replica(fleet: Fleet, arti
     assert len(whole) > 20
     assert [s.status for s in whole if s.status != 200] == []  # retried on the other replica
     assert {s.variant for s in answered} == {adapter}  # promoted: everyone gets the adapter
-    assert first_request_s < 10, first_request_s
     # Back without the adapter, it was sent no request for it (vLLM would have answered 404).
     assert 'HTTP/1.1" 404' not in restarted.log_path.read_text()
     retries = sum(

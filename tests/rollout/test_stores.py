@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -296,7 +295,7 @@ def test_an_unusable_sqlite_file_raises_store_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_a_redis_write_reaches_another_replica_within_a_second(
+async def test_a_redis_write_is_in_another_replicas_next_poll(
     redis_url: str, redis_prefix: str
 ) -> None:
     writer = RedisStore(redis_url, prefix=redis_prefix)
@@ -305,10 +304,8 @@ async def test_a_redis_write_reaches_another_replica_within_a_second(
 
     stored = await writer.put(new_rollout()[0])
 
-    deadline = time.monotonic() + 1.0
-    while await reader.changes() == seen:
-        assert time.monotonic() < deadline, "the reader saw no change within a second"
-        await asyncio.sleep(0.02)
+    # The change counter moves in the same script as the write: no delay to wait out.
+    assert await reader.changes() == seen + 1
     assert await reader.get("support") == stored
     await writer.close()
     await reader.close()
