@@ -122,7 +122,11 @@ def test_replicas_share_an_sre_weight_and_a_killed_leader_hands_over(replicas) -
         admin_a = stack.enter_context(a.admin("alice"))
         admin_b = stack.enter_context(b.admin("bob"))
         admin = {a: admin_a, b: admin_b}
-        time.sleep(1.0)  # two controller ticks each: both have tried the lease
+        deadline = time.monotonic() + 10
+        while not (is_leader(admin_a) or is_leader(admin_b)):
+            assert time.monotonic() < deadline, "neither replica took the controller lease"
+            time.sleep(POLL_S)
+        time.sleep(1.0)  # two more controller ticks each: the other has tried the lease too
         assert [is_leader(admin_a), is_leader(admin_b)].count(True) == 1
         users = {g: stack.enter_context(Users(g.url, ROUTE, threads=1, seed=s))
                  for s, g in enumerate((a, b))}  # fmt: skip
@@ -130,7 +134,7 @@ def test_replicas_share_an_sre_weight_and_a_killed_leader_hands_over(replicas) -
         created = admin_a.post("/admin/rollouts", json=PLAN)
         assert created.status_code == 201, created.text
         rollout_id = created.json()["rollout_id"]
-        seconds_until((admin_a, admin_b), lambda http: candidate_weight(http) == 20, timeout=5)
+        seconds_until((admin_a, admin_b), lambda http: candidate_weight(http) == 20, 10)
         movers = [u for u in (f"probe-{i}" for i in range(200))
                   if 2000 <= bucket(ROUTE, rollout_id, u) < 3000][:4]  # fmt: skip
         assert movers
