@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +44,11 @@ from serving.validation import BaseModelInfo, validate_adapter
 log = logging.getLogger("rollgate.adapters")
 
 MANAGEMENT_TIMEOUT_S = 60.0  # a large adapter on a busy GPU replica takes seconds to load
-FOLLOW_WAIT_S = 5.0
-RETIRE_CHECK_S = 1.0  # how long new routing waits for repairs before it is published anyway
+FOLLOW_WAIT_S = 5.0  # how long new routing waits for repairs before it is published anyway
+RETIRE_CHECK_S = 1.0  # promotions age without a write to the store: how often to look
+# After a failed repair, how long before a probe may start another on that replica: one
+# that cannot load an adapter must not be asked again (and logged again) at every probe.
+REPAIR_RETRY_S = 10.0
 Key = tuple[str, str]  # (backend, model)
 
 
@@ -79,14 +82,16 @@ class AdapterFleet:
         self._check = check
         self._unload_after_s = unload_after_s
         self._wanted: dict[Key, str] = {}  # -> the adapter's path on the replicas
-        self._ours: set[Key] = set()  # loaded through this fleet at some point
+        # What rollouts have wanted while this gateway ran: unloaded once none does.
+        self._ours: set[Key] = set()
         self._promoted_at: dict[str, float] = {}  # rollout id -> when first seen promoted
         self._retired: set[str] = set()  # promoted rollouts whose old stable was unloaded
         self._plan: TrafficPlan | None = None
         self._rollouts: Sequence[Rollout] = ()
         self._task: asyncio.Task[None] | None = None
         self._repairs: dict[tuple[str, str], asyncio.Task[None]] = {}  # (backend, address)
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._repair_failed_at: dict[tuple[str, str], float] = {}
+        self._closed = False
 
     def start(self) -> None:
         for pool in self._pools.values():
@@ -95,6 +100,7 @@ class AdapterFleet:
             self._task = asyncio.create_task(self._retire_when_due(), name="retire adapters")
 
     async def close(self) -> None:
+        self._closed = True  # the pools probe until they are closed: start no more repairs
         if self._task is not None:
             self._task.cancel()
             with suppress(asyncio.CancelledError):
@@ -102,8 +108,6 @@ class AdapterFleet:
         for task in self._repairs.values():
             task.cancel()
         await asyncio.gather(*self._repairs.values(), return_exceptions=True)
-        for client in self._clients.values():
-            await client.aclose()
 
     # --- the control plane's calls ------------------------------------------------------------
 
@@ -111,8 +115,7 @@ class AdapterFleet:
         if self._check is not None:
             self._check(model, adapter)
         pool = self._pools[backend]
-        now = self._clock()
-        targets = [r.address for r in pool.balancer.replicas() if r.blocker(None, now) is None]
+        targets = [r.address for r in pool.balancer.available()]
         if not targets:
             raise AdapterUnavailable(
                 f"cannot load adapter {model!r}: no replica of pool {backend!r} takes requests "
@@ -123,9 +126,9 @@ class AdapterFleet:
         )
         failed = [(a, r) for a, r in zip(targets, results, strict=True) if r is not None]
         if failed:
-            if not self._in_use((backend, model)):  # undo the half-done load
-                loaded = [a for a in targets if a not in dict(failed)]
-                await asyncio.gather(*(self._unload(pool, a, model) for a in loaded))
+            if not self._in_use((backend, model)):
+                # Undone everywhere: a replica whose answer timed out may have loaded it.
+                await asyncio.gather(*(self._unload(pool, a, model) for a in targets))
             why = "; ".join(f"{a}: {_describe(e)}" for a, e in failed)
             raise AdapterUnavailable(
                 f"adapter {model!r} could not be loaded on {len(failed)} of {len(targets)} "
@@ -134,16 +137,20 @@ class AdapterFleet:
         self._ours.add((backend, model))
 
     async def follow(self, plan: TrafficPlan, rollouts: Sequence[Rollout]) -> None:
+        before = set(self._wanted)
         self._wanted = {
             (r.plan.candidate.backend, r.plan.candidate.model): r.plan.candidate.adapter
             for r in rollouts
             if r.plan.candidate.adapter is not None
         }
+        self._ours |= self._wanted.keys()
         self._plan, self._rollouts = plan, rollouts
         await self._unload_unused()
+        if self._wanted.keys() <= before:
+            return  # nothing newly wanted: routing away from an adapter never waits
         for pool in self._pools.values():
             for address in pool.members:
-                self._probed(pool, address)
+                self._probed(pool, address, retry=True)
         repairs = list(self._repairs.values())
         if repairs:
             await asyncio.wait(repairs, timeout=FOLLOW_WAIT_S)
@@ -190,16 +197,20 @@ class AdapterFleet:
             except Exception:
                 log.exception("unloading unused adapters failed")
 
-    def headroom(self, backend: str) -> str | None:
+    def no_headroom(self, backend: str) -> str | None:
         pool = self._pools.get(backend)
         return pool.balancer.no_headroom() if pool is not None else None
 
     # --- repairs -----------------------------------------------------------------------------
 
-    def _probed(self, pool: BackendPool, address: str) -> None:
-        """A replica was probed: repair it in the background when it lacks a wanted adapter."""
+    def _probed(self, pool: BackendPool, address: str, retry: bool = False) -> None:
+        """A replica was probed: repair it in the background when it lacks a wanted adapter
+        (not again within REPAIR_RETRY_S of a failed repair, unless `retry`)."""
+        if self._closed:
+            return
+        now = self._clock()
         replica = pool.balancer.replica(address)
-        if replica is None or replica.blocker(None, self._clock()) is not None:
+        if replica is None or replica.blocker(None, now) is not None:
             return  # down replicas are repaired once they are back
         missing = [
             m
@@ -208,53 +219,56 @@ class AdapterFleet:
             if b == pool.name and replica.models is not None and m not in replica.models
         ]
         key = (pool.name, address)
+        failed_at = self._repair_failed_at.get(key)
+        if not retry and failed_at is not None and now - failed_at < REPAIR_RETRY_S:
+            return
         if missing and key not in self._repairs:
             task = asyncio.create_task(self._repair(pool, address), name=f"repair {address}")
             self._repairs[key] = task
             task.add_done_callback(lambda _: self._repairs.pop(key, None))
 
     async def _repair(self, pool: BackendPool, address: str) -> None:
+        key = (pool.name, address)
         try:
-            listed = {m.id for m in await self._client(pool, address).models()}
+            async with _vllm(pool, address) as client:
+                listed = {m.id for m in await client.models()}
         except (httpx.HTTPError, VllmRequestError) as exc:
             log.warning("pool %s: cannot list the models of %s: %s", pool.name, address, exc)
+            self._repair_failed_at[key] = self._clock()
             return
         pool.balancer.observe_models(address, listed)
+        failed = False
         for (backend, model), adapter in list(self._wanted.items()):
             if backend == pool.name and model not in listed:
                 error = await self._load(pool, address, model, adapter)
                 if error is None:
                     log.info("pool %s: loaded %s on %s again", pool.name, model, address)
                 else:
+                    failed = True
                     log.warning(
-                        "pool %s: %s still lacks %s: %s",
-                        pool.name, address, model, _describe(error),
+                        "pool %s: %s still lacks %s (tried again in %g s): %s",
+                        pool.name, address, model, REPAIR_RETRY_S, _describe(error),
                     )  # fmt: skip
+        if failed:
+            self._repair_failed_at[key] = self._clock()
+        else:
+            self._repair_failed_at.pop(key, None)
 
     # --- vLLM calls --------------------------------------------------------------------------
-
-    def _client(self, pool: BackendPool, address: str) -> VllmClient:
-        if address not in self._clients:
-            key = pool.spec.api_key()
-            headers = {"authorization": f"Bearer {key}"} if key else {}
-            self._clients[address] = httpx.AsyncClient(
-                base_url=address, headers=headers, timeout=MANAGEMENT_TIMEOUT_S
-            )
-        return VllmClient(self._clients[address])
 
     async def _load(
         self, pool: BackendPool, address: str, model: str, adapter: str
     ) -> Exception | None:
         """Load and confirm through the replica's list (an adapter loaded meanwhile, by
         another gateway, counts); the balancer learns the new list at once."""
-        client = self._client(pool, address)
         try:
-            try:
-                await client.load_adapter(model, Path(adapter))
-                error: Exception | None = None
-            except VllmRequestError as exc:
-                error = exc
-            listed = {m.id for m in await client.models()}
+            async with _vllm(pool, address) as client:
+                try:
+                    await client.load_adapter(model, Path(adapter))
+                    error: Exception | None = None
+                except VllmRequestError as exc:
+                    error = exc
+                listed = {m.id for m in await client.models()}
         except (httpx.HTTPError, VllmRequestError) as exc:
             return exc
         pool.balancer.observe_models(address, listed)
@@ -263,17 +277,29 @@ class AdapterFleet:
         return error or RuntimeError("loaded, yet not listed")
 
     async def _unload(self, pool: BackendPool, address: str, model: str) -> None:
-        client = self._client(pool, address)
         try:
-            served = {m.id: m for m in await client.models()}
-            if model in served and served[model].parent is not None:
-                await client.unload_adapter(model)
-                log.info("pool %s: unloaded %s from %s", pool.name, model, address)
-            served.pop(model, None)
+            async with _vllm(pool, address) as client:
+                served = {m.id: m for m in await client.models()}
+                if model in served and served[model].parent is not None:
+                    await client.unload_adapter(model)
+                    log.info("pool %s: unloaded %s from %s", pool.name, model, address)
+                served.pop(model, None)
         except (httpx.HTTPError, VllmRequestError) as exc:
             log.warning("pool %s: cannot unload %s from %s: %s", pool.name, model, address, exc)
             return
         pool.balancer.observe_models(address, served)
+
+
+@asynccontextmanager
+async def _vllm(pool: BackendPool, address: str) -> AsyncIterator[VllmClient]:
+    """A client for one management call: they are rare, and replicas come and go, so
+    no connections are kept for addresses that may be gone tomorrow."""
+    key = pool.spec.api_key()
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    async with httpx.AsyncClient(
+        base_url=address, headers=headers, timeout=MANAGEMENT_TIMEOUT_S
+    ) as http:
+        yield VllmClient(http)
 
 
 def _describe(error: BaseException) -> str:

@@ -10,7 +10,7 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -166,29 +166,29 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # Every pool discovered and probed once, so that the first requests find replicas.
-        await asyncio.gather(*(pool.start() for pool in services.backends.values()))
-        services.shadow.start()
-        fleet = AdapterFleet(
-            services.backends,
-            clock,
-            check=adapter_check(settings),
-            unload_after_s=settings.adapter_unload_after_s,
-        )
-        fleet.start()
-        if control_plane is not None:
-            # Reconciled from the store before the first request is served.
-            base, backends = routes.plan(), frozenset(services.backends)
-            await control_plane.start(services.table.publish, base, backends, fleet)
-        try:
-            yield
-        finally:
-            if control_plane is not None:
-                await control_plane.stop()
-            await fleet.close()
-            await services.shadow.stop()
+        # Whatever has started is stopped, in reverse order, however far startup got
+        # (a store that is down at boot) and even when one part fails to stop.
+        async with AsyncExitStack() as running:
             for pool in services.backends.values():
-                await pool.close()
+                running.push_async_callback(pool.close)
+            # Every pool discovered and probed once, so that the first requests find replicas.
+            await asyncio.gather(*(pool.start() for pool in services.backends.values()))
+            services.shadow.start()
+            running.push_async_callback(services.shadow.stop)
+            fleet = AdapterFleet(
+                services.backends,
+                clock,
+                check=adapter_check(settings),
+                unload_after_s=settings.adapter_unload_after_s,
+            )
+            fleet.start()
+            running.push_async_callback(fleet.close)
+            if control_plane is not None:
+                running.push_async_callback(control_plane.stop)
+                # Reconciled from the store before the first request is served.
+                base, backends = routes.plan(), frozenset(services.backends)
+                await control_plane.start(services.table.publish, base, backends, fleet)
+            yield
 
     app = FastAPI(title="rollgate gateway", lifespan=lifespan)
     app.state.services = services

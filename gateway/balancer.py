@@ -126,7 +126,6 @@ class Replica:
     ejections: int = 0  # ejections in a row, each without a success between
     ejected_until: float | None = None
     models: frozenset[str] | None = None  # base and loaded adapters; None: not yet known
-    models_at: float | None = None
     waiting: float | None = None  # None: not yet known
     kv_usage: float | None = None
     load_at: float | None = None
@@ -266,17 +265,17 @@ class Balancer:
 
         A good probe after good probes does not lift a passive ejection: /health
         says the engine runs, the ejection says requests failed, and only the
-        cool-down tells. A good probe after failed ones does: the replica was
-        down and is back (a restarted vLLM is a new process), so its cool-down
-        ends now rather than up to minutes after it could serve again. It
-        returns on probation, as from a cool-down that ran out.
+        cool-down tells. Nor does one after a single missed probe (a loaded
+        replica can miss one). A good probe of a replica that was marked
+        unhealthy does: it was down and is back (a restarted vLLM is a new
+        process), so its cool-down ends now rather than up to minutes after it
+        could serve again. It returns on probation, as from a cool-down that ran out.
         """
         replica = self._replicas.get(address)
         if replica is None:
             return
         if ok:
-            back = replica.failed_probes > 0 or replica.health is Health.UNHEALTHY
-            if back and replica.ejected_until is not None:
+            if replica.health is Health.UNHEALTHY and replica.ejected_until is not None:
                 replica = replace(replica, ejected_until=None)
             replica = replace(replica, health=Health.HEALTHY, failed_probes=0)
         else:
@@ -295,9 +294,7 @@ class Balancer:
         """
         replica = self._replicas.get(address)
         if replica is not None:
-            self._replicas[address] = replace(
-                replica, models=frozenset(models), models_at=self._clock()
-            )
+            self._replicas[address] = replace(replica, models=frozenset(models))
 
     def observe_load(self, address: str, waiting: float | None, kv_usage: float | None) -> None:
         """vLLM's `num_requests_waiting` and `kv_cache_usage_perc` (None: not in the scrape)."""
@@ -336,10 +333,13 @@ class Balancer:
     def replicas(self) -> tuple[Replica, ...]:
         return tuple(self._replicas[a] for a in self._order)
 
-    def ready(self, model: str | None = None) -> bool:
-        """Some replica could take a request now (for `model`, when given)."""
+    def available(self) -> tuple[Replica, ...]:
+        """The replicas that take requests now (for some model)."""
         now = self._clock()
-        return any(r.blocker(model, now) is None for r in self._replicas.values())
+        return tuple(r for r in self.replicas() if r.blocker(None, now) is None)
+
+    def ready(self) -> bool:
+        return bool(self.available())
 
     def no_headroom(self) -> str | None:
         """Why the pool should take no more load now, or None when it can.
@@ -350,7 +350,7 @@ class Balancer:
         that shares it would push it over.
         """
         now, config = self._clock(), self.config
-        available = [r for r in self._replicas.values() if r.blocker(None, now) is None]
+        available = self.available()
         if not available:
             return f"pool {self.name!r} has no replica taking requests"
         roomy = sum(1 for r in available if r.headroom(now, config))

@@ -31,6 +31,7 @@ from gateway.upstream import Endpoint, Reply, Timeouts
 log = logging.getLogger("rollgate.pool")
 
 MAX_TRIES = 3  # replicas one request may try: enough to get past a dying one or two
+RESOLVE_TIMEOUT_S = 5.0
 
 
 class BackendPool:
@@ -75,7 +76,7 @@ class BackendPool:
                 await self._task
             self._task = None
         for endpoint in self._endpoints.values():
-            await endpoint.close()
+            endpoint.close()
         self._endpoints.clear()
 
     def on_probed(self, listener: Callable[[str], None]) -> None:
@@ -181,34 +182,34 @@ class BackendPool:
                 return
             assert self.spec.dns is not None
             try:
-                urls = await discover(self.spec.dns, self._resolver)
-            except OSError as exc:
+                # Bounded: a resolver that hangs would stall this pool's probes too.
+                async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+                    urls = await discover(self.spec.dns, self._resolver)
+            except OSError as exc:  # TimeoutError included
                 # A DNS blip must not empty the pool: keep the replicas known so far.
                 log.warning("pool %s: cannot resolve %s: %s", self.name, self.spec.dns, exc)
                 return
             self._resolved_at = now
-        await self._set_members(urls)
+        self._set_members(urls)
 
-    async def _set_members(self, urls: list[str]) -> None:
+    def _set_members(self, urls: list[str]) -> None:
+        # Nothing awaited: a request never picks a replica whose endpoint is gone.
         if list(self._endpoints) == urls:
             return
         added = [u for u in urls if u not in self._endpoints]
         removed = [u for u in self._endpoints if u not in urls]
         for url in added:
             endpoint = Endpoint(self.name, url, self._timeouts, self.spec.api_key())
-            await endpoint.start()
+            endpoint.start()
             self._endpoints[url] = endpoint
         for url in removed:
-            await self._endpoints.pop(url).close()
+            self._endpoints.pop(url).close()
         self._endpoints = {u: self._endpoints[u] for u in urls}
         self.balancer.set_members(urls)
         if added or removed:
             log.info("pool %s: replicas now %s", self.name, ", ".join(urls) or "(none)")
 
     # --- views ---------------------------------------------------------------------------------
-
-    def endpoint(self, address: str) -> Endpoint | None:
-        return self._endpoints.get(address)
 
     @property
     def members(self) -> tuple[str, ...]:

@@ -87,13 +87,13 @@ class Endpoint:
     def __repr__(self) -> str:  # the API key stays out of reprs and logs
         return f"Endpoint({self.name!r}, {self.base_url!r})"
 
-    async def start(self) -> None:
+    def start(self) -> None:
         host, port = self._origin
         self._pool = Pool(
             host, port, connect_timeout=self._timeouts.connect, read_timeout=self._timeouts.read
         )
 
-    async def close(self) -> None:
+    def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
             self._pool = None

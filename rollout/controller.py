@@ -34,12 +34,18 @@ SERIES_CONCURRENCY = 8  # intervals of a chart's series measured at once
 
 
 async def repeat(work: Callable[[], Awaitable[None]], interval_s: float, what: str) -> None:
-    """`work` every `interval_s` until cancelled; a store that fails is logged and tried again."""
+    """`work` every `interval_s` until cancelled; a failure is logged and tried again.
+
+    A loop that died would leave this replica routing by a stale plan, or leading
+    without deciding, with nothing to show for it but a silent task.
+    """
     while True:
         try:
             await work()
         except StoreError as exc:
             log.warning("%s: %s", what, exc)
+        except Exception:
+            log.exception("%s failed; trying again in %g s", what, interval_s)
         await asyncio.sleep(interval_s)
 
 
@@ -114,7 +120,7 @@ async def evaluate(
     evidence = accumulate(rollout.evidence, plan, window, reviews)
     verdict = replace(
         judge(plan, evidence, seen, custom),
-        no_headroom=fleet.headroom(rollout.candidate.backend),
+        no_headroom=fleet.no_headroom(rollout.candidate.backend),
     )
     status, events = decide(rollout.status, plan, verdict, None, now)
     measured = replace(rollout, evidence=evidence, last_verdict=verdict, evaluated_until=now)
@@ -240,12 +246,12 @@ class TrafficSync:
             if changes == self._seen and not force:
                 return
             rollouts = await self._store.list()
-            self._seen = changes
             self._version += 1
             plan = traffic_plan(self._base, rollouts, self._version)
             # Adapters first: no replica gets requests for one it has not loaded.
             await self._fleet.follow(plan, rollouts)
             self._publish(plan, rollouts)
+            self._seen = changes  # only now: a refresh that failed is tried again
 
     async def run(self, interval_s: float) -> None:
         # On a store error the gateway keeps routing by the last plan it saw.

@@ -16,7 +16,8 @@ from rollout.traffic import TrafficPlan
 
 class Fleet(Protocol):
     async def prepare(self, backend: str, model: str, adapter: str) -> None:
-        """Validate the adapter and load it as `model` on every replica of `backend` now.
+        """Validate the adapter and load it as `model` on every available replica of
+        `backend` now (one that is down gets it when it is back).
 
         Raises `InvalidPlan` for an adapter that must not be served and
         `AdapterUnavailable` when a replica could not load it.
@@ -29,7 +30,7 @@ class Fleet(Protocol):
         before `plan` is published."""
         ...
 
-    def headroom(self, backend: str) -> str | None:
+    def no_headroom(self, backend: str) -> str | None:
         """Why `backend`'s pool cannot take more load now; None when it can."""
         ...
 
@@ -41,7 +42,7 @@ class NoFleet:
     async def follow(self, plan: TrafficPlan, rollouts: Sequence[Rollout]) -> None:
         return None
 
-    def headroom(self, backend: str) -> str | None:
+    def no_headroom(self, backend: str) -> str | None:
         return None
 
 

@@ -78,10 +78,14 @@ class VllmClient:
     async def models(self) -> list[ServedModel]:
         response = await self._http.get("/v1/models")
         _raise_for(response, "list models")
-        return [
-            ServedModel(id=m["id"], parent=m.get("parent"), root=m.get("root", ""))
-            for m in response.json()["data"]
-        ]
+        try:
+            return [
+                ServedModel(id=m["id"], parent=m.get("parent"), root=m.get("root", ""))
+                for m in response.json()["data"]
+            ]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # Not vLLM's list (a proxy's error page, another server): as good as a refusal.
+            raise VllmRequestError("list models", response.status_code, response.text) from exc
 
     async def load_adapter(self, name: str, path: Path) -> None:
         response = await self._http.post(

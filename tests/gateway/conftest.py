@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
@@ -104,6 +105,7 @@ def make_stack() -> Iterator:
 
 BASE, ADAPTER = "tiny-llama", "acme-voice"
 POOL = "vllm"
+HANG: list[str] = []  # a DNS answer that never comes (see make_pool)
 
 
 @dataclass
@@ -173,7 +175,8 @@ def make_pool() -> Iterator:
             **settings,
         ) -> PoolStack:
             """Replicas with these faults (on 127.0.0.1+i, one port), plus `down` addresses
-            nobody listens on. With `dns`, the pool resolves `replicas:PORT` through it."""
+            nobody listens on. With `dns`, the pool resolves `replicas:PORT` through it
+            (a name mapped to HANG never answers)."""
             port = free_port()
             replicas = []
             for i, f in enumerate(faults):
@@ -189,6 +192,8 @@ def make_pool() -> Iterator:
                 assert dns is not None
                 if host not in dns:
                     raise OSError(f"{host}: no such name")
+                if dns[host] is HANG:
+                    await asyncio.Event().wait()
                 return dns[host]
 
             backend = (

@@ -8,12 +8,14 @@ same against real vLLM replicas.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+import gateway.adapters
 from gateway.windows import LocalWindows
 from loadtests.standin import Faults
 from rollout.control_plane import ControlPlane, Timing
@@ -94,6 +96,25 @@ def test_a_restarted_replica_gets_the_adapter_again_before_its_requests(fleet):
     assert restarted.count(ADAPTER) > before  # it serves the candidate again
     # No request for the adapter reached it while it lacked the adapter (that is a 404, retried).
     assert stack.metric("rollgate_pool_retries_total", pool=POOL) == 0
+
+
+def test_a_replica_that_cannot_load_the_adapter_is_not_asked_at_every_probe(fleet, monkeypatch):
+    monkeypatch.setattr(gateway.adapters, "REPAIR_RETRY_S", 3600.0)
+    stack = fleet()
+    assert stack.admin("POST", "", json=plan()).status_code == 201
+    restarted = stack.replicas[0]
+    restarted.faults.healthy = False
+    restarted.faults.models = [BASE]
+    restarted.faults.refuse_loads = True  # e.g. its LoRA slots are full
+    eventually(lambda: stack.pool.balancer.summary()["available"] == 1)
+    restarted.faults.healthy = True
+    eventually(lambda: restarted.seen.loads == [ADAPTER, ADAPTER])  # one repair, refused
+    time.sleep(1.0)  # ten probes of the replica
+    assert restarted.seen.loads == [ADAPTER, ADAPTER]
+    for i in range(40):  # meanwhile it serves the base, never the adapter it lacks
+        assert stack.chat(user=f"u{i}").status_code == 200
+    assert restarted.count(ADAPTER) == 0
+    assert restarted.count(BASE) > 0
 
 
 def test_a_rolled_back_candidate_stays_loaded_until_the_rollout_is_deleted(fleet):

@@ -197,8 +197,7 @@ def test_a_model_no_replica_serves_picks_none_and_says_why():
     assert pool.explain("pirate") == (
         "no replica of pool 'pool' (2) can serve 'pirate': lacks the model: 2"
     )
-    assert not pool.ready("pirate")
-    assert pool.ready(BASE)
+    assert picked(pool, BASE) is not None
 
 
 def test_a_replica_known_to_serve_is_preferred_over_one_not_yet_known():
@@ -422,10 +421,20 @@ def test_a_good_probe_does_not_lift_an_ejection():
     assert picked(pool) is None
 
 
+def test_one_missed_probe_and_a_good_one_do_not_lift_an_ejection():
+    config = BalancerConfig(eject_after=1, unhealthy_after=2)
+    _, pool = make_pool(1, config=config)
+    fail(pool, "r0")  # overloaded: a request fails, and so does a probe, but it never went down
+    pool.observe_health("r0", ok=False)
+    pool.observe_health("r0", ok=True)
+    assert picked(pool) is None
+
+
 def test_a_replica_back_from_failed_probes_ends_its_cooldown_on_probation():
     config = BalancerConfig(eject_after=3, ejection_s=10, unhealthy_after=2)
     clock, pool = make_pool(1, config=config)
     fail(pool, "r0", 3)  # it died: requests fail, then probes
+    pool.observe_health("r0", ok=False)
     pool.observe_health("r0", ok=False)
     clock.now = 2.0
     pool.observe_health("r0", ok=True)  # restarted: back long before the cool-down ends

@@ -10,8 +10,9 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+import gateway.pool
 from loadtests.standin import Faults
-from tests.gateway.conftest import ADAPTER, BASE, POOL, PoolStack
+from tests.gateway.conftest import ADAPTER, BASE, HANG, POOL, PoolStack
 from tests.gateway.test_proxy import eventually
 
 
@@ -141,6 +142,22 @@ def test_dns_discovery_follows_the_replicas(make_pool):
     for _ in range(4):
         assert stack.chat().status_code == 200
     assert stack.pool.members == (second.url,)
+
+
+def test_a_resolver_that_hangs_neither_empties_the_pool_nor_stalls_its_probes(
+    make_pool, monkeypatch
+):
+    monkeypatch.setattr(gateway.pool, "RESOLVE_TIMEOUT_S", 0.2)
+    names = {"replicas": ["127.0.0.2", "127.0.0.3"]}
+    stack = make_pool([both(), both()], dns=names)
+    eventually(lambda: _available(stack) == 2)
+    names["replicas"] = HANG
+    first = stack.replicas[0]
+    first.faults.healthy = False  # noticed only if the probes go on
+    eventually(lambda: _available(stack) == 1)
+    for _ in range(4):
+        assert stack.chat().status_code == 200
+    assert len(stack.pool.members) == 2
 
 
 def test_concurrent_requests_spread_by_in_flight_count(make_pool):

@@ -10,6 +10,7 @@ import pytest
 from rollout.analysis import Status
 from rollout.controller import Controller, TrafficSync, measure_series
 from rollout.errors import CommandRejected, InvalidPlan, RolloutInProgress, RolloutNotFound
+from rollout.fleet import NoFleet
 from rollout.machine import Command, CommandKind, EventKind, Phase
 from rollout.plan import RolloutPlan
 from rollout.record import Rollout
@@ -305,6 +306,29 @@ async def test_a_restarted_replica_routes_by_the_stored_state_at_once(h: Harness
     await reopened.close()
     assert seen[-1].routes["support"] == before
     assert before.weight_bp == 1000
+
+
+class FlakyFleet(NoFleet):
+    """Fails its first `follow` (a replica's model list that could not be read)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def follow(self, plan: TrafficPlan, rollouts) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("replica answered garbage")
+
+
+async def test_a_refresh_that_fails_is_tried_again_at_the_next_poll(h: Harness) -> None:
+    seen: list[TrafficPlan] = []
+    sync = TrafficSync(h.store, BASE, lambda plan, _: seen.append(plan), FlakyFleet())
+    await h.service.apply(make_plan(), "alice")
+    with pytest.raises(RuntimeError):
+        await sync.refresh()
+    assert seen == []
+    await sync.refresh()  # no new write since: the change is still unseen
+    assert seen[-1].routes["support"].candidate is not None
 
 
 async def test_a_controller_that_stalls_past_its_lease_decides_nothing(h: Harness) -> None:

@@ -67,6 +67,15 @@ async def test_models_lists_base_and_adapters():
     assert [(m.id, m.parent) for m in models] == [("tiny", None), ("a", "tiny")]
 
 
+@pytest.mark.parametrize(
+    "body", ["<html>bad gateway</html>", '{"object": "list"}', '{"data": [1]}']
+)
+async def test_a_model_list_that_is_not_vllms_is_a_request_error(body: str):
+    with pytest.raises(VllmRequestError) as caught:
+        await client(lambda _: httpx.Response(200, text=body)).models()
+    assert caught.value.action == "list models"
+
+
 async def test_healthy_is_false_when_the_server_does_not_answer():
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
