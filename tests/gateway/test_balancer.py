@@ -152,10 +152,10 @@ def test_a_new_replica_gets_no_traffic_until_a_probe_says_healthy():
     _, pool = make_pool(2, probe=False)
     assert picked(pool) is None
     assert "not yet probed: 2" in pool.explain(BASE)
-    assert not pool.ready()
+    assert not pool.available()
     pool.observe_health("r1", ok=True)
     assert {picked(pool) for _ in range(10)} == {"r1"}
-    assert pool.ready()
+    assert pool.available()
 
 
 def test_an_unprobed_replica_failing_its_first_probe_is_unhealthy_at_once():
@@ -449,9 +449,9 @@ def test_with_every_replica_ejected_nothing_is_picked_and_the_reason_is_given():
         fail(pool, address, 2)
     assert picked(pool) is None
     assert pool.explain(BASE) == "no replica of pool 'pool' (2) can serve 'tiny-llama': ejected: 2"
-    assert not pool.ready()
+    assert not pool.available()
     clock.now = 10
-    assert pool.ready()
+    assert pool.available()
     assert picked(pool) is not None
 
 
@@ -517,7 +517,7 @@ def test_an_empty_pool_picks_nothing_and_is_not_ready():
     pool.set_members([])
     assert picked(pool) is None
     assert pool.explain(BASE) == "pool 'pool' has no replicas"
-    assert not pool.ready()
+    assert not pool.available()
     assert pool.summary()["members"] == 0
 
 
@@ -666,13 +666,15 @@ class PoolMachine(RuleBasedStateMachine):
     def ejections_stay_within_the_cap(self):
         for r in self.pool.replicas():
             if r.ejected_until is not None:
-                assert r.ejected_until - self.clock.now <= self.config.max_ejection_s
+                # As the balancer computes it (now + cool-down): a difference of floats
+                # can exceed the cap by a rounding error.
+                assert r.ejected_until <= self.clock.now + self.config.max_ejection_s
             assert 0 <= r.failures < self.config.eject_after
 
     @invariant()
     def readiness_matches_the_states(self):
         summary = self.pool.summary()
-        assert summary["ready"] == self.pool.ready() == (summary["available"] > 0)
+        assert summary["ready"] == bool(self.pool.available()) == (summary["available"] > 0)
 
 
 PoolMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
