@@ -338,9 +338,6 @@ class Balancer:
         now = self._clock()
         return tuple(r for r in self.replicas() if r.blocker(None, now) is None)
 
-    def ready(self) -> bool:
-        return bool(self.available())
-
     def no_headroom(self) -> str | None:
         """Why the pool should take no more load now, or None when it can.
 

@@ -78,7 +78,7 @@ def test_an_unhealthy_replica_leaves_and_rejoins_with_its_probes(make_pool):
     stack = make_pool([both(), both()])
     first = stack.replicas[0]
     first.faults.healthy = False
-    eventually(lambda: not stack.pool.balancer.ready() or _available(stack) == 1)
+    eventually(lambda: not stack.pool.balancer.available() or _available(stack) == 1)
     before = first.count()
     for _ in range(6):
         assert stack.chat().status_code == 200
