@@ -265,17 +265,17 @@ class Balancer:
 
         A good probe after good probes does not lift a passive ejection: /health
         says the engine runs, the ejection says requests failed, and only the
-        cool-down tells. Nor does one after a single missed probe (a loaded
-        replica can miss one). A good probe of a replica that was marked
-        unhealthy does: it was down and is back (a restarted vLLM is a new
-        process), so its cool-down ends now rather than up to minutes after it
-        could serve again. It returns on probation, as from a cool-down that ran out.
+        cool-down tells. A good probe after failed ones does: the replica was
+        down and is back (a restarted vLLM is a new process), so its cool-down
+        ends now rather than up to minutes after it could serve again. It
+        returns on probation, as from a cool-down that ran out.
         """
         replica = self._replicas.get(address)
         if replica is None:
             return
         if ok:
-            if replica.health is Health.UNHEALTHY and replica.ejected_until is not None:
+            back = replica.failed_probes > 0 or replica.health is Health.UNHEALTHY
+            if back and replica.ejected_until is not None:
                 replica = replace(replica, ejected_until=None)
             replica = replace(replica, health=Health.HEALTHY, failed_probes=0)
         else:
