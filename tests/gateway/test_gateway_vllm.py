@@ -182,7 +182,16 @@ def test_client_disconnect_aborts_the_vllm_request(gateway, vllm_server):
         text = httpx.get(vllm_server.config.base_url + "/metrics").text
         return VllmMetrics.parse(text).value(name, **labels) or 0
 
+    def settled() -> None:
+        # vLLM answers a request before it records the request's metrics: the counters
+        # are final only once the running gauge (recorded with them) says zero.
+        deadline = time.monotonic() + 30
+        while vllm_metric("vllm:num_requests_running") > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert vllm_metric("vllm:num_requests_running") == 0
+
     # vLLM counts a finished request by its reason; an aborted one is not counted at all.
+    settled()  # the previous test's last answer counted before the baseline is taken
     finished_before = vllm_metric("vllm:request_success_total", finished_reason="length")
     tokens_before = vllm_metric("vllm:generation_tokens_total")
     with (
@@ -190,13 +199,14 @@ def test_client_disconnect_aborts_the_vllm_request(gateway, vllm_server):
         http.stream("POST", "/v1/chat/completions", json=body) as response,
     ):
         next(response.iter_bytes())
-    deadline = time.monotonic() + 30
-    while vllm_metric("vllm:num_requests_running") > 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert vllm_metric("vllm:num_requests_running") == 0
+    settled()
     finished = vllm_metric("vllm:request_success_total", finished_reason="length")
-    assert finished == finished_before, "vLLM finished the answer nobody was reading"
-    assert vllm_metric("vllm:generation_tokens_total") - tokens_before < max_tokens
+    generated = vllm_metric("vllm:generation_tokens_total") - tokens_before
+    assert finished == finished_before, (
+        f"vLLM finished {finished - finished_before:g} answer(s) nobody was reading "
+        f"({generated:g} tokens generated since the baseline)"
+    )
+    assert generated < max_tokens
 
 
 def test_candidate_killed_mid_test_clients_see_no_error(client, gateway, candidate_server):
