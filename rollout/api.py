@@ -1,16 +1,21 @@
 """The admin API's rollout endpoints (mounted under `/admin`, behind the admin token).
 
-    POST /admin/rollouts                    apply a plan (201)
-    GET  /admin/rollouts                    every rollout, with each check's last verdict
-    GET  /admin/rollouts/{route}            one rollout
-    GET  /admin/rollouts/{route}/history    its audit events, oldest first
-    GET  /admin/rollouts/{route}/series     ?seconds=600&points=60: per interval, for charts
-    POST /admin/rollouts/{route}/weight     {"percent": 7.5}: set the weight and pause
-    POST /admin/rollouts/{route}/pause      {"reason": "..."}
-    POST /admin/rollouts/{route}/resume
-    POST /admin/rollouts/{route}/promote    {"full": false}: the next step, or straight to 100%
-    POST /admin/rollouts/{route}/abort      {"reason": "..."}
-    POST /admin/rollouts/{route}/retry
+    POST   /admin/rollouts                  apply a plan (201); 413 over MAX_PLAN_BYTES
+    GET    /admin/rollouts                  every rollout, with each check's last verdict,
+                                            and apart the quarantined ones, with why
+    GET    /admin/rollouts/{route}          one rollout (409 rollout_unreadable: quarantined)
+    DELETE /admin/rollouts/{route}          forget a finished rollout, or a quarantined one
+    GET    /admin/rollouts/{route}/history  its audit events, oldest first
+    GET    /admin/rollouts/{route}/series   ?seconds=600&points=60: per interval, for charts
+    POST   /admin/rollouts/{route}/weight   {"percent": 7.5}: set the weight and pause
+    POST   /admin/rollouts/{route}/pause    {"reason": "..."}
+    POST   /admin/rollouts/{route}/resume
+    POST   /admin/rollouts/{route}/promote  {"full": false}: the next step, or straight to 100%
+    POST   /admin/rollouts/{route}/abort    {"reason": "..."}
+    POST   /admin/rollouts/{route}/retry
+
+A plan's body is read up to MAX_PLAN_BYTES and no further, then parsed; every
+number in a body is finite (inf and nan are refused, naming the field).
 
 The caller names itself in `X-Rollgate-Actor` (the CLI sends the user's login);
 the token authenticates, the actor is what the audit log records.
@@ -32,16 +37,19 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict
 
-from fastapi import APIRouter, Header, Query
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rollout.analysis import TAIL_SHARE
 from rollout.controller import exposure, measure_series
+from rollout.errors import PlanTooLarge
 from rollout.machine import AuditEvent, Command, CommandKind, shadow_sample, step_label, weight_bp
-from rollout.plan import RolloutPlan
+from rollout.plan import MAX_PLAN_BYTES, MAX_REASON_CHARS, RolloutPlan
 from rollout.record import Rollout
 from rollout.service import Clock, RolloutService
 from rollout.source import REVIEW_ROLE, MetricSource
+from rollout.store import Quarantined
 from rollout.windows import VariantWindow, Window
 
 ACTOR_HEADER = "x-rollgate-actor"
@@ -50,18 +58,19 @@ MAX_SERIES_SECONDS = 3600  # what the gateway's own windows keep
 MAX_SERIES_POINTS = 120
 
 
-class WeightIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class WeightIn(_Body):
     percent: float = Field(ge=0, le=100)
 
 
-class ReasonIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: str = Field(default="", max_length=500)
+class ReasonIn(_Body):
+    reason: str = Field(default="", max_length=MAX_REASON_CHARS)
 
 
-class PromoteIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PromoteIn(_Body):
     full: bool = False
 
 
@@ -96,6 +105,28 @@ def rollout_view(r: Rollout) -> dict:
         "revision": r.revision,
         "plan": plan.model_dump(mode="json"),
     }
+
+
+def quarantined_view(q: Quarantined) -> dict:
+    return asdict(q)
+
+
+async def read_plan(request: Request) -> RolloutPlan:
+    """The body as a plan: 413 past MAX_PLAN_BYTES (read no further), else parsed and
+    validated, each rule it breaks answered as any invalid body is (422, naming the field)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_PLAN_BYTES:
+        raise PlanTooLarge(f"a plan is at most {MAX_PLAN_BYTES} bytes; this one is {declared}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_PLAN_BYTES:
+            raise PlanTooLarge(f"a plan is at most {MAX_PLAN_BYTES} bytes")
+    try:
+        return RolloutPlan.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from exc
 
 
 def event_view(e: AuditEvent) -> dict:
@@ -149,12 +180,17 @@ def admin_router(
         return rollout_view(await service().command(route, cmd))
 
     @router.post("", status_code=201)
-    async def apply(plan: RolloutPlan, x_rollgate_actor: str | None = Header(None)) -> dict:
+    async def apply(request: Request, x_rollgate_actor: str | None = Header(None)) -> dict:
+        plan = await read_plan(request)
         return rollout_view(await service().apply(plan, actor_of(x_rollgate_actor)))
 
     @router.get("")
     async def list_rollouts() -> dict:
-        return {"rollouts": [rollout_view(r) for r in await service().list()]}
+        listing = await service().list()
+        return {
+            "rollouts": [rollout_view(r) for r in listing.rollouts],
+            "quarantined": [quarantined_view(q) for q in listing.quarantined],
+        }
 
     @router.get("/{route}")
     async def get(route: str) -> dict:
@@ -162,7 +198,8 @@ def admin_router(
 
     @router.delete("/{route}")
     async def delete(route: str, x_rollgate_actor: str | None = Header(None)) -> dict:
-        return rollout_view(await service().delete(route, actor_of(x_rollgate_actor)))
+        gone = await service().delete(route, actor_of(x_rollgate_actor))
+        return rollout_view(gone) if isinstance(gone, Rollout) else quarantined_view(gone)
 
     @router.get("/{route}/history")
     async def history(route: str, limit: int = Query(100, ge=1, le=10_000)) -> dict:

@@ -5,7 +5,8 @@
 
 On start it reconciles from the store before the gateway serves: a restarted
 replica routes at once by the same steps, weights and rollout ids (so the same
-user cohorts) as before it died.
+user cohorts) as before it died. A stored record that does not read back is
+quarantined, not fatal: the gateway starts and serves its route by its stable.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ class ControlPlane:
         await self._source.close()
         await self.store.close()
 
-    async def _changed(self, rollout: Rollout, events: Sequence[AuditEvent]) -> None:
+    async def _changed(self, events: Sequence[AuditEvent]) -> None:
         for e in events:
             log.info(
                 "rollout %s %s: %s -> %s (%s -> %s%%) by %s: %s",

@@ -4,6 +4,10 @@
 measure, decide, compare-and-swap the rollout, then publish and notify. A
 replica without the lease only follows (`TrafficSync`), so exactly one
 controller decides, and a lost race simply waits for the next tick.
+
+A quarantined record (one that does not read back) is neither evaluated nor
+routed by: its route is served by its configured stable until it is deleted,
+and every other rollout goes on. Each replica logs it once, when it appears.
 """
 
 from __future__ import annotations
@@ -11,18 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import math
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from rollout.analysis import Exposure, Verdict, accumulate, judge
-from rollout.errors import Conflict, StoreError
+from rollout.errors import Conflict, StoreError, Unstorable
 from rollout.fleet import NO_FLEET, Fleet
 from rollout.machine import decide, weight_bp
 from rollout.plan import Metric, ShadowStep
-from rollout.record import Rollout, traffic_plan
+from rollout.record import Rollout, non_finite, traffic_plan
 from rollout.service import Clock, OnChange
 from rollout.source import REVIEW_ROLE, MetricSource, SourceUnavailable
-from rollout.store import Lease, RolloutStore
+from rollout.store import Lease, Quarantined, RolloutStore
 from rollout.traffic import TrafficPlan
 from rollout.windows import Window
 
@@ -66,6 +71,10 @@ async def measure(
     if shadow:
         asked += [(stable, REVIEW_ROLE), (candidate, REVIEW_ROLE)]
     w = await asyncio.gather(*(source.window(rollout.route, v, r, start, end) for v, r in asked))
+    for (variant, role), window in zip(asked, w, strict=True):
+        if (where := non_finite(window)) is not None:
+            # Missing data, as far as judging goes; and evidence must stay storable.
+            raise SourceUnavailable(f"{variant} ({role}): {where} is not a finite number")
     reviews = Window(w[2], w[3], start, end) if shadow else None
     return Window(w[0], w[1], start, end), reviews
 
@@ -95,7 +104,11 @@ async def custom_values(
     values = await asyncio.gather(*(
         source.value(c.query.replace("$variant", rollout.candidate.name), at) for c in checks
     ))  # fmt: skip
-    return {c.name: v for c, v in zip(checks, values, strict=True)}
+    # PromQL answers +Inf, -Inf and NaN (x / 0): no number to judge by, so no data.
+    return {
+        c.name: v if v is not None and math.isfinite(v) else None
+        for c, v in zip(checks, values, strict=True)
+    }
 
 
 async def evaluate(
@@ -180,7 +193,7 @@ class Controller:
     async def evaluate_due(self) -> None:
         if not self._leading():
             return
-        for rollout in await self._store.list():
+        for rollout in (await self._store.list()).rollouts:
             # Not cancelled midway (a write may already be landing): the fence refuses
             # what an evaluation that outlasted the lease would write.
             if not self._leading():
@@ -201,13 +214,18 @@ class Controller:
         self._next_due[rollout.rollout_id] = now + rollout.plan.evaluation_interval_s
         updated, events = await evaluate(self._source, rollout, now, self._fleet)
         try:
-            stored = await self._store.put(updated, events, fence=self.holder)
+            await self._store.put(updated, events, fence=self.holder)
         except Conflict as exc:
             # An SRE's command landed first (evaluate the fresh state next time), or the
             # lease passed on: either way this decision is not made.
             log.info("evaluation of %s not written: %s", rollout.route, exc)
             return
-        await self._on_change(stored, events)
+        except Unstorable as exc:
+            # Nothing written (a bug: inf or nan in what was measured or judged); the
+            # other rollouts are evaluated all the same.
+            log.error("evaluation of %s not written: %s", rollout.route, exc)
+            return
+        await self._on_change(events)
 
     async def run(self, interval_s: float) -> None:
         renewing = asyncio.create_task(repeat(self.renew, self._ttl / 3, "lease"))
@@ -236,6 +254,7 @@ class TrafficSync:
         self._store, self._base, self._publish = store, base, publish
         self._fleet = fleet
         self._seen: int | None = None
+        self._quarantined: frozenset[Quarantined] = frozenset()
         self._version = base.version
         # One refresh at a time: a caller that returns has seen every write before its call.
         self._lock = asyncio.Lock()
@@ -245,13 +264,28 @@ class TrafficSync:
             changes = await self._store.changes()
             if changes == self._seen and not force:
                 return
-            rollouts = await self._store.list()
+            listing = await self._store.list()
+            self._report(listing.quarantined)
+            rollouts = listing.rollouts
             self._version += 1
             plan = traffic_plan(self._base, rollouts, self._version)
             # Adapters first: no replica gets requests for one it has not loaded.
             await self._fleet.follow(plan, rollouts)
             self._publish(plan, rollouts)
             self._seen = changes  # only now: a refresh that failed is tried again
+
+    def _report(self, quarantined: Sequence[Quarantined]) -> None:
+        """Log each quarantined record once, when it appears (not at every refresh)."""
+        now = frozenset(quarantined)
+        for record in sorted(now - self._quarantined, key=lambda q: q.route):
+            log.error(
+                "the rollout of route %s (revision %d) does not read back and is quarantined:"
+                " %s; the route is served by its stable until it is deleted (rollgate delete %s)",
+                record.route, record.revision, record.error, record.route,
+            )  # fmt: skip
+        for record in sorted(self._quarantined - now, key=lambda q: q.route):
+            log.info("the rollout of route %s is no longer quarantined", record.route)
+        self._quarantined = now
 
     async def run(self, interval_s: float) -> None:
         # On a store error the gateway keeps routing by the last plan it saw.

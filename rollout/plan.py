@@ -1,7 +1,9 @@
 """Rollout plans: which candidate a route tries, through which steps, judged by which checks.
 
 Read from YAML or JSON; every rule a plan breaks is reported with the field
-that breaks it.
+that breaks it. Every number is finite and every size bounded (the limits
+below): a plan is stored with its rollout as JSON, which has no inf or nan, and
+read again on every evaluation.
 
     >>> plan = RolloutPlan.model_validate({
     ...     "route": "support",
@@ -22,11 +24,24 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rollout.traffic import Variant
 
-NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # routes, variants, backends, checks
+
+# Plan limits. A plan travels in one admin request, is stored with its rollout and
+# parsed again with every read of it, so it is small by construction.
+MAX_PLAN_BYTES = 64 * 1024  # the plan file or request body, before it is parsed
+MAX_STEPS = 64
+MAX_CHECKS = 32
+MAX_REASON_CHARS = 500  # a pause step's reason, as an SRE's pause reason
+MAX_QUERY_CHARS = 2000  # a PromQL check's query
+MAX_MODEL_CHARS = 256  # the candidate's model name as vLLM serves it
+MAX_ADAPTER_CHARS = 1024  # the candidate's adapter directory
+# Every string is bounded (a pattern or a length), which also refuses lone surrogates
+# (U+D800..U+DFFF, which Python's json and YAML let in): what is accepted is UTF-8.
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: inf and nan are refused in every float field, naming it.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ShadowStep(_Strict):
@@ -59,7 +74,7 @@ class PauseStep(_Strict):
     """Hold here until an SRE resumes or promotes."""
 
     kind: Literal["pause"] = "pause"
-    reason: str = ""
+    reason: str = Field(default="", max_length=MAX_REASON_CHARS)
 
     @property
     def label(self) -> str:
@@ -100,7 +115,7 @@ class Check(_Strict):
     name: str = Field(pattern=NAME)
     metric: Metric
     threshold: float | None = Field(default=None, ge=0)
-    query: str | None = None
+    query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)] | None = None
 
     @model_validator(mode="after")
     def _fits_its_metric(self) -> Check:
@@ -129,11 +144,11 @@ DEFAULT_CHECKS: tuple[Check, ...] = (
 class CandidateSpec(_Strict):
     name: str = Field(pattern=NAME)
     backend: str = Field(pattern=NAME)
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=MAX_MODEL_CHARS)
     # The LoRA adapter's directory as the vLLM replicas see it. Given, the gateway
     # loads it as `model` on every replica of `backend` before the rollout starts,
     # and again on replicas that restart; left out, vLLM must serve `model` already.
-    adapter: str | None = Field(default=None, min_length=1)
+    adapter: Annotated[str, Field(min_length=1, max_length=MAX_ADAPTER_CHARS)] | None = None
 
     def variant(self) -> Variant:
         return Variant(name=self.name, backend=self.backend, model=self.model)
@@ -142,12 +157,15 @@ class CandidateSpec(_Strict):
 class RolloutPlan(_Strict):
     route: str = Field(pattern=NAME)
     candidate: CandidateSpec
-    steps: tuple[Step, ...] = Field(default=DEFAULT_STEPS, min_length=1)
-    checks: tuple[Check, ...] = DEFAULT_CHECKS
+    steps: tuple[Step, ...] = Field(default=DEFAULT_STEPS, min_length=1, max_length=MAX_STEPS)
+    checks: tuple[Check, ...] = Field(default=DEFAULT_CHECKS, max_length=MAX_CHECKS)
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
     min_samples: int = Field(default=200, ge=1)
     evaluation_interval_s: float = Field(default=10.0, gt=0)
     inconclusive_limit_s: float = Field(default=900.0, gt=0)
+    # Users' scores: no tenant may hold more than this share of the satisfaction evidence,
+    # so a single tenant cannot decide a rollout alone (1 lifts the cap).
+    max_tenant_share: float = Field(default=0.5, gt=0, le=1)
 
     @model_validator(mode="after")
     def _steps_only_go_forward(self) -> RolloutPlan:

@@ -6,16 +6,23 @@
 0
 >>> Rollout.from_json(rollout.to_json()) == rollout
 True
+
+What is written reads back: `to_json` refuses (`Unstorable`) a record holding a
+float JSON cannot (inf, nan: pydantic would write null, which no float field
+reads back).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
+from pydantic_core import PydanticSerializationError
 
 from rollout.analysis import Evidence, Verdict
+from rollout.errors import Unstorable
 from rollout.machine import AuditEvent, Phase, RolloutStatus, shadow_sample, weight_bp
 from rollout.plan import RolloutPlan
 from rollout.traffic import RouteTraffic, TrafficPlan, Variant
@@ -71,7 +78,7 @@ class Rollout:
         )
 
     def to_json(self) -> bytes:
-        return _ROLLOUT.dump_json(self)
+        return _dump(_ROLLOUT, self, f"the rollout of route {self.route!r}")
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Rollout:
@@ -92,7 +99,44 @@ _EVENT = TypeAdapter(AuditEvent)
 
 
 def event_to_json(event: AuditEvent) -> bytes:
-    return _EVENT.dump_json(event)
+    return _dump(_EVENT, event, f"the {event.kind.value} event of route {event.route!r}")
+
+
+def non_finite(value: object, path: str = "") -> str | None:
+    """The dotted path of the first float in `value` that is inf or nan; None if none is.
+
+    >>> non_finite({"tails": (TailEvidence(hits=1.0), TailEvidence(trials=math.inf))})
+    'tails.1.trials'
+    """
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, BaseModel):
+        children: Iterable[tuple[object, object]] = (
+            (name, getattr(value, name)) for name in type(value).model_fields
+        )
+    elif is_dataclass(value):
+        children = ((f.name, getattr(value, f.name)) for f in fields(value))
+    elif isinstance(value, Mapping):
+        children = value.items()
+    elif isinstance(value, tuple | list):
+        children = enumerate(value)
+    else:
+        return None
+    for key, child in children:
+        found = non_finite(child, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def _dump(adapter: TypeAdapter, value: object, what: str) -> bytes:
+    where = non_finite(value)
+    if where is not None:
+        raise Unstorable(f"{what} was not stored: {where} is not a finite number")
+    try:
+        return adapter.dump_json(value)
+    except PydanticSerializationError as exc:
+        raise Unstorable(f"{what} was not stored: {exc}") from exc
 
 
 def event_from_json(data: bytes | str) -> AuditEvent:

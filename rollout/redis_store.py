@@ -15,10 +15,13 @@ Keys, under `prefix`:
 
 Every write is one Lua script, so the revision check, the write, the events and
 the counter happen together or not at all, whichever replica runs first.
+Records are written and parsed in a worker thread: the event loop serves
+requests meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -30,7 +33,7 @@ from redis.exceptions import RedisError
 
 from rollout.machine import AuditEvent
 from rollout.record import Rollout, event_from_json, event_to_json
-from rollout.store import Conflict, LeaseLost, StoreError
+from rollout.store import Conflict, LeaseLost, Listing, StoreError, read_listing, read_rollout
 
 MAX_EVENTS = 10_000  # per route; older events are trimmed
 TIMEOUT_S = 2.0
@@ -96,23 +99,33 @@ class RedisStore:
 
     async def get(self, route: str) -> Rollout | None:
         with _translated():
-            json = await self._redis.hget(self._key("rollout", route), "json")
-        return Rollout.from_json(json) if json is not None else None
+            json, revision = await self._redis.hmget(
+                self._key("rollout", route), "json", "revision"
+            )
+        if json is None:
+            return None
+        return await asyncio.to_thread(read_rollout, route, _revision(revision), json)
 
-    async def list(self) -> list[Rollout]:
+    async def list(self) -> Listing:
         with _translated():
             routes = sorted(r.decode() for r in await self._redis.smembers(self._key("routes")))
             async with self._redis.pipeline(transaction=True) as pipe:
                 for route in routes:
-                    pipe.hget(self._key("rollout", route), "json")
+                    pipe.hmget(self._key("rollout", route), "json", "revision")
                 found = await pipe.execute()
-        # A route deleted between the two reads has no json left: it is gone, not an error.
-        return [Rollout.from_json(json) for json in found if json is not None]
+        rows = [
+            (route, _revision(revision), json)
+            for route, (json, revision) in zip(routes, found, strict=True)
+            # A route deleted between the two reads has no json left: it is gone, not an error.
+            if json is not None
+        ]
+        return await asyncio.to_thread(read_listing, rows)
 
     async def put(
         self, rollout: Rollout, events: Sequence[AuditEvent] = (), *, fence: str | None = None
     ) -> Rollout:
         stored = replace(rollout, revision=rollout.revision + 1)
+        data = await asyncio.to_thread(stored.to_json)
         route = rollout.route
         keys = [
             self._key("rollout", route),
@@ -122,7 +135,7 @@ class RedisStore:
             self._key("lease"),
         ]
         events_json = map(event_to_json, events)
-        args = [rollout.revision, stored.to_json(), route, fence or "", *events_json]
+        args = [rollout.revision, data, route, fence or "", *events_json]
         with _translated():
             found = await self._put(keys, args)
         if found == -1:
@@ -172,6 +185,11 @@ class RedisStore:
 
     def _key(self, *parts: str) -> str:
         return ":".join((self._prefix, *parts))
+
+
+def _revision(stored: bytes | None) -> int:
+    """The hash's revision; 0 when it is no number (a hash made by hand)."""
+    return int(stored) if stored is not None and stored.isdigit() else 0
 
 
 @contextmanager

@@ -4,6 +4,10 @@ Every write goes through the state machine and lands in the store with
 compare-and-swap; a lost race (the controller or another replica wrote
 first) is retried on the fresh state, so a command is never applied to a
 state nobody has seen.
+
+A stored rollout that does not read back (quarantined) answers every call on
+its route with `RolloutUnreadable`, except `delete`, which removes it with an
+audit event like any other deletion.
 """
 
 from __future__ import annotations
@@ -12,17 +16,24 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from rollout.errors import Conflict, InvalidPlan, RolloutInProgress, RolloutNotFound
+from rollout.errors import (
+    Conflict,
+    InvalidPlan,
+    RolloutInProgress,
+    RolloutNotFound,
+    RolloutUnreadable,
+)
 from rollout.fleet import NO_FLEET, Fleet
-from rollout.machine import AuditEvent, Command, decide, deleted, start
+from rollout.machine import AuditEvent, Command, EventKind, Phase, decide, deleted, start
 from rollout.plan import RolloutPlan
 from rollout.record import Rollout
-from rollout.store import RolloutStore
+from rollout.store import Listing, Quarantined, RolloutStore
 from rollout.traffic import TrafficPlan, Variant
 
 Clock = Callable[[], float]  # wall-clock seconds: stored, and shared by replicas
-OnChange = Callable[[Rollout, Sequence[AuditEvent]], Awaitable[None]]
+OnChange = Callable[[Sequence[AuditEvent]], Awaitable[None]]  # after every write
 CAS_ATTEMPTS = 5
+UNKNOWN = "unknown"  # what an audit event says of a quarantined rollout's id and step
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +83,7 @@ class RolloutService:
             plan, stable, status, created_at=now, revision=existing.revision if existing else 0
         )
         stored = await self._store.put(rollout, events)
-        await self._on_change(stored, events)
+        await self._on_change(events)
         return stored
 
     async def command(self, route: str, command: Command) -> Rollout:
@@ -83,21 +94,28 @@ class RolloutService:
                 stored = await self._store.put(rollout.with_status(status), events)
             except Conflict:
                 continue  # the controller or another replica wrote first: decide again
-            await self._on_change(stored, events)
+            await self._on_change(events)
             return stored
         raise Conflict(f"route {route!r}: the rollout kept changing; try again")
 
-    async def delete(self, route: str, actor: str) -> Rollout:
-        """Forget a finished rollout (promoted, rolled back or aborted); its history stays,
-        ending with the deletion.
+    async def delete(self, route: str, actor: str) -> Rollout | Quarantined:
+        """Forget a finished rollout (promoted, rolled back or aborted), or a quarantined
+        one; its history stays, ending with the deletion.
 
         A rolled-back candidate's adapter stays loaded on the replicas for an
         instant retry until then.
         """
-        rollout = await self.get(route)
+        try:
+            rollout = await self.get(route)
+        except RolloutUnreadable as exc:
+            unreadable = Quarantined(route, exc.revision, exc.error)
+            events = [unreadable_deleted(unreadable, self._clock(), actor)]
+            await self._store.delete(route, unreadable.revision, events)
+            await self._on_change(events)
+            return unreadable
         events = deleted(rollout.status, rollout.plan, self._clock(), actor)
         await self._store.delete(route, rollout.revision, events)
-        await self._on_change(rollout, events)
+        await self._on_change(events)
         return rollout
 
     async def get(self, route: str) -> Rollout:
@@ -106,8 +124,8 @@ class RolloutService:
             raise RolloutNotFound(f"no rollout on route {route!r}")
         return rollout
 
-    async def list(self) -> list[Rollout]:
-        return sorted(await self._store.list(), key=lambda r: r.route)
+    async def list(self) -> Listing:
+        return await self._store.list()
 
     async def history(self, route: str, limit: int = 100) -> list[AuditEvent]:
         return await self._store.history(route, limit)
@@ -128,3 +146,15 @@ class RolloutService:
         if existing is not None:
             return existing.traffic().stable
         return self._topology.base.routes[route].stable
+
+
+def unreadable_deleted(record: Quarantined, now: float, actor: str) -> AuditEvent:
+    """The event that records deleting a quarantined rollout, of which nothing but the route
+    is known: its route was served by its stable alone (weight 0) while it was quarantined.
+    """
+    reason = f"unreadable rollout (revision {record.revision}) deleted by {actor}: {record.error}"
+    return AuditEvent(
+        at=now, route=record.route, rollout_id=UNKNOWN, attempt=0, kind=EventKind.DELETED,
+        actor=actor, reason=reason, from_phase=Phase.ABORTED, to_phase=Phase.ABORTED,
+        from_step=UNKNOWN, to_step=UNKNOWN, from_weight=0.0, to_weight=0.0,
+    )  # fmt: skip

@@ -9,7 +9,8 @@
     Conflict: route 'support' is at revision 1, not 0
 
 Every call opens its own connection in a worker thread, so the event loop never
-blocks on disk and no connection is shared between threads. Writes take the
+blocks on disk, nor on parsing or writing JSON, and no connection is shared
+between threads. Writes take the
 file's write lock up front (`BEGIN IMMEDIATE`): the revision check and the write
 happen under the same lock, whichever process gets there first.
 """
@@ -27,7 +28,7 @@ from typing import TypeVar
 
 from rollout.machine import AuditEvent
 from rollout.record import Rollout, event_from_json, event_to_json
-from rollout.store import Conflict, LeaseLost, StoreError
+from rollout.store import Conflict, LeaseLost, Listing, StoreError, read_listing, read_rollout
 
 BUSY_TIMEOUT_S = 5.0  # how long a writer waits for another process's write lock
 
@@ -68,16 +69,18 @@ class SqliteStore:
         self._call(_create_schema)
 
     async def get(self, route: str) -> Rollout | None:
-        row = await self._run(
-            lambda db: db.execute("SELECT json FROM rollouts WHERE route = ?", (route,)).fetchone()
-        )
-        return Rollout.from_json(row[0]) if row else None
+        def read(db: sqlite3.Connection) -> Rollout | None:
+            row = db.execute(
+                "SELECT revision, json FROM rollouts WHERE route = ?", (route,)
+            ).fetchone()
+            return read_rollout(route, *row) if row else None
 
-    async def list(self) -> list[Rollout]:
-        rows = await self._run(
-            lambda db: db.execute("SELECT json FROM rollouts ORDER BY route").fetchall()
+        return await self._run(read)
+
+    async def list(self) -> Listing:
+        return await self._run(
+            lambda db: read_listing(db.execute("SELECT route, revision, json FROM rollouts"))
         )
-        return [Rollout.from_json(json) for (json,) in rows]
 
     async def put(
         self, rollout: Rollout, events: Sequence[AuditEvent] = (), *, fence: str | None = None
@@ -87,6 +90,7 @@ class SqliteStore:
         now = self._clock()
 
         def write(db: sqlite3.Connection) -> None:
+            data = stored.to_json()  # before the write lock: it may refuse, and takes time
             with _transaction(db):
                 if fence is not None:
                     _check_lease(db, fence, now)
@@ -95,7 +99,7 @@ class SqliteStore:
                     "INSERT INTO rollouts (route, revision, json) VALUES (?, ?, ?)"
                     " ON CONFLICT (route) DO UPDATE"
                     " SET revision = excluded.revision, json = excluded.json",
-                    (stored.route, stored.revision, stored.to_json()),
+                    (stored.route, stored.revision, data),
                 )
                 db.executemany("INSERT INTO events (route, json) VALUES (?, ?)", rows)
                 db.execute(_COUNT_CHANGE)

@@ -89,7 +89,7 @@ class Harness:
         self.events: list = []
         self.sync = TrafficSync(self.store, BASE, lambda plan, _: self.published.append(plan))
 
-        async def changed(rollout: Rollout, events) -> None:
+        async def changed(events) -> None:
             self.events += events
             await self.sync.refresh()
 

@@ -17,7 +17,7 @@ from rollout.plan import RolloutPlan
 from rollout.record import Rollout
 from rollout.redis_store import RedisStore
 from rollout.sqlite_store import SqliteStore
-from rollout.store import Conflict, LeaseLost, StoreError
+from rollout.store import Conflict, LeaseLost, Listing, StoreError
 from rollout.traffic import Variant
 from tests.redis_server import redis_server
 from tests.rollout.conftest import Elapse, FakeClock, Store
@@ -124,11 +124,11 @@ async def test_history_is_oldest_first_per_route_and_keeps_the_last_limit(store:
 
 @pytest.mark.anyio
 async def test_list_returns_every_stored_rollout(store: Store) -> None:
-    assert await store.list() == []
+    assert await store.list() == Listing([], [])
     support = await store.put(new_rollout("support")[0])
     billing = await store.put(new_rollout("billing")[0])
 
-    assert sorted(await store.list(), key=lambda r: r.route) == [billing, support]
+    assert await store.list() == Listing([billing, support], [])
 
 
 @pytest.mark.anyio
@@ -142,7 +142,7 @@ async def test_delete_needs_the_current_revision_and_keeps_the_history(store: St
     await store.delete("support", stored.revision, events[:1])
 
     assert await store.get("support") is None
-    assert await store.list() == []
+    assert await store.list() == Listing([], [])
     assert await store.history("support") == [*events, events[0]]
     with pytest.raises(Conflict):
         await store.delete("support", stored.revision)
