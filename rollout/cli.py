@@ -7,7 +7,8 @@
     rollgate promote support --full
 
 Exit codes: 0 done; 1 the API refused (the message says why); 2 bad usage or
-plan file; 3 the gateway could not be reached.
+plan file (checked here, as the gateway will, naming each field it breaks);
+3 the gateway could not be reached.
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ from typing import Any
 
 import httpx
 import yaml
+from pydantic import ValidationError
+
+from rollout.plan import MAX_PLAN_BYTES, RolloutPlan
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+MAX_PROBLEMS = 10  # of a plan file's, shown
 TERMINAL = {"promoted", "aborted", "rolled_back"}
 
 
@@ -116,23 +121,29 @@ def render_rollout(r: dict) -> str:
     return "\n".join(lines)
 
 
-def render_status(rollouts: list[dict]) -> str:
-    if not rollouts:
-        return "no rollouts"
-    rows = [("ROUTE", "ROLLOUT", "PHASE", "STEP", "WEIGHT", "CANDIDATE", "VERDICT")]
-    rows += [
-        (
-            r["route"],
-            r["rollout_id"],
-            r["phase"],
-            r["step_label"],
-            f"{r['weight_percent']:g}%",
-            r["candidate"]["name"],
-            r["verdict"] or "-",
-        )
-        for r in rollouts
-    ]
-    return _table(rows)
+def render_status(data: dict) -> str:
+    rollouts, quarantined = data["rollouts"], data.get("quarantined", [])
+    lines = [] if rollouts or quarantined else ["no rollouts"]
+    if rollouts:
+        rows = [("ROUTE", "ROLLOUT", "PHASE", "STEP", "WEIGHT", "CANDIDATE", "VERDICT")]
+        rows += [
+            (
+                r["route"],
+                r["rollout_id"],
+                r["phase"],
+                r["step_label"],
+                f"{r['weight_percent']:g}%",
+                r["candidate"]["name"],
+                r["verdict"] or "-",
+            )
+            for r in rollouts
+        ]
+        lines.append(_table(rows))
+    if quarantined:
+        rows = [("QUARANTINED", "REVISION", "WHY (unreadable; rollgate delete ROUTE removes it)")]
+        rows += [(q["route"], str(q["revision"]), q["error"]) for q in quarantined]
+        lines.append(_table(rows))
+    return "\n\n".join(lines)
 
 
 def render_history(events: list[dict]) -> str:
@@ -156,13 +167,44 @@ def render_history(events: list[dict]) -> str:
 
 
 def _plan_file(path: Path) -> dict:
+    """The plan, checked here as the gateway will check it; sent as the fields it sets."""
     try:
-        plan = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        with path.open("rb") as file:
+            raw = file.read(MAX_PLAN_BYTES + 1)  # and no more, whatever the file is
+    except OSError as exc:
         raise CliError(f"cannot read the plan {path}: {exc}", EXIT_USAGE) from exc
-    if not isinstance(plan, dict):
+    if len(raw) > MAX_PLAN_BYTES:
+        raise CliError(f"{path}: a plan is at most {MAX_PLAN_BYTES} bytes", EXIT_USAGE)
+    try:
+        data = yaml.safe_load(raw)
+    # ValueError: YAML's dates (2024-13-01); RecursionError: nesting deeper than its parser.
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+        raise CliError(f"{path}: not YAML: {exc}", EXIT_USAGE) from None
+    if not isinstance(data, dict):
         raise CliError(f"{path}: a plan is a mapping (route, candidate, steps, checks)", EXIT_USAGE)
-    return plan
+    try:
+        plan = RolloutPlan.model_validate(data)
+    except ValidationError as exc:
+        raise CliError("\n".join(f"{path}: {p}" for p in problems(exc)), EXIT_USAGE) from None
+    return plan.model_dump(mode="json", exclude_unset=True)
+
+
+def problems(exc: ValidationError) -> list[str]:
+    """Each rule broken, as `field: why`, at most MAX_PROBLEMS.
+
+    A list too short "after validation" only echoes its items' own errors: left out.
+    """
+    errors = exc.errors(include_url=False, include_input=False)
+    locs = [tuple(e["loc"]) for e in errors]
+    lines = []
+    for e, loc in zip(errors, locs, strict=True):
+        if e["type"] == "too_short" and any(o[: len(loc)] == loc != o for o in locs):
+            continue
+        why = str(e["ctx"]["error"]) if e["type"] == "value_error" else e["msg"]
+        lines.append(f"{'.'.join(map(str, loc))}: {why}" if loc else why)
+    if len(lines) > MAX_PROBLEMS:
+        lines[MAX_PROBLEMS:] = [f"and {len(lines) - MAX_PROBLEMS} more"]
+    return lines
 
 
 def run(args: argparse.Namespace, client: AdminClient, out) -> int:
@@ -176,7 +218,7 @@ def run(args: argparse.Namespace, client: AdminClient, out) -> int:
 
     match args.command:
         case "status":
-            show(client.call("GET", ""), lambda d: render_status(d["rollouts"]))
+            show(client.call("GET", ""), render_status)
         case "get" if args.watch:
             while True:
                 rollout = client.call("GET", f"/{args.route}")
@@ -203,7 +245,11 @@ def run(args: argparse.Namespace, client: AdminClient, out) -> int:
             act("promote", {"full": args.full})
         case "delete":
             deleted = client.call("DELETE", f"/{args.route}")
-            print(f"deleted rollout {deleted['rollout_id']} of {args.route}", file=out)
+            if "rollout_id" in deleted:
+                what = f"rollout {deleted['rollout_id']}"
+            else:  # quarantined: nothing of it could be read
+                what = f"the unreadable rollout (revision {deleted['revision']})"
+            print(f"deleted {what} of {args.route}", file=out)
     return 0
 
 
@@ -249,7 +295,8 @@ def main(argv: Sequence[str] | None = None, transport=None) -> int:
     try:
         return run(args, client, sys.stdout)
     except CliError as exc:
-        print(f"rollgate: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"rollgate: {line}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         return 0
