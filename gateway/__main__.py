@@ -7,15 +7,22 @@ control plane (store, metric source, controller) as the settings choose.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
+import uvloop
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from gateway.app import create_app
 from gateway.exchange import ExchangeSink
+from gateway.feedback import RedisScoredOnce
+from gateway.key_store import RedisKeyStore, SqliteKeyStore
+from gateway.redis_limits import RedisLimiter
 from gateway.routes import RoutesFile
 from gateway.settings import GatewaySettings
 from gateway.windows import LocalWindows
@@ -26,10 +33,14 @@ from rollout.source import MetricSource
 from rollout.sqlite_store import SqliteStore
 
 
+def shared_state(settings: GatewaySettings) -> bool:
+    return settings.state.startswith(("redis://", "rediss://", "unix://"))
+
+
 def control_plane(
     settings: GatewaySettings, registry: CollectorRegistry
 ) -> tuple[ControlPlane, list[ExchangeSink]]:
-    if settings.state.startswith(("redis://", "rediss://", "unix://")):
+    if shared_state(settings):
         store = RedisStore(settings.state)
     else:
         Path(settings.state).parent.mkdir(parents=True, exist_ok=True)
@@ -46,13 +57,52 @@ def control_plane(
     return plane, sinks
 
 
+def access(settings: GatewaySettings) -> dict:
+    """Credentials, limits and scored request ids: in the rollouts' store, shared by
+    every replica when that is Redis."""
+    if shared_state(settings):
+        return {
+            "key_store": RedisKeyStore(settings.state),
+            "limiter": RedisLimiter(settings.state),
+            "scored_once": RedisScoredOnce(settings.state),
+        }
+    Path(settings.state).parent.mkdir(parents=True, exist_ok=True)
+    return {"key_store": SqliteKeyStore(Path(settings.state))}
+
+
 def build_app(settings: GatewaySettings) -> FastAPI:
     registry = CollectorRegistry()
     routes = RoutesFile.load(settings.routes_file)
     if not settings.control_plane:
-        return create_app(settings, routes, registry=registry)
+        return create_app(settings, routes, registry=registry, **access(settings))
     plane, sinks = control_plane(settings, registry)
-    return create_app(settings, routes, registry=registry, sinks=sinks, control_plane=plane)
+    return create_app(
+        settings, routes, registry=registry, sinks=sinks, control_plane=plane, **access(settings)
+    )
+
+
+class _AdminServer(uvicorn.Server):
+    """The admin listener: the data-plane server takes the signals and stops it after."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(app: FastAPI, host: str, port: int, admin_port: int | None) -> None:
+    options = {"host": host, "log_level": "warning", "access_log": False}
+    server = uvicorn.Server(uvicorn.Config(app, port=port, **options))
+    if admin_port is None:
+        await server.serve()
+        return
+    admin_config = uvicorn.Config(app.state.admin_app, port=admin_port, lifespan="off", **options)
+    admin = _AdminServer(admin_config)
+    admin_task = asyncio.create_task(admin.serve())
+    try:
+        await server.serve()
+    finally:
+        admin.should_exit = True
+        await admin_task
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -63,9 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = GatewaySettings(**({"routes_file": args.routes} if args.routes else {}))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(
-        build_app(settings), host=args.host, port=args.port, log_level="warning", access_log=False
-    )
+    # uvloop, as uvicorn.run would pick it: the hot path's figures in BENCHMARKS.md assume it.
+    uvloop.run(serve(build_app(settings), args.host, args.port, settings.admin_port))
 
 
 if __name__ == "__main__":

@@ -1,24 +1,30 @@
-"""Bearer-token protection for `/admin`: a token separate from client API keys."""
+"""Who may use `/admin`: named admin tokens with a role, separate from client keys.
+
+A viewer reads (rollouts, history, series, shadow pairs) and reviews shadow
+pairs blind; an operator also changes rollouts and credentials. The caller's
+identity goes on `request.state.admin`: its name is what audit events record.
+"""
 
 from __future__ import annotations
 
-import hmac
+from collections.abc import Callable
 
 from starlette.requests import Request
 
-from gateway.errors import Forbidden, Unauthorized
+from gateway.chat import bearer
+from gateway.keys import Role
 from gateway.services import Services
 
+READS = frozenset({"GET", "HEAD"})
 
-def require_admin(request: Request) -> None:
-    """401 without a bearer token, 403 with a wrong one or when no admin token is set."""
-    services: Services = request.app.state.services
-    expected = services.settings.admin_token
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("the admin API needs 'Authorization: Bearer <admin token>'")
-    if expected is None:
-        raise Forbidden("the admin API is disabled: set ROLLGATE_ADMIN_TOKEN")
-    # Constant time, so the comparison does not leak how much of the token matched.
-    if not hmac.compare_digest(token.strip().encode(), expected.get_secret_value().encode()):
-        raise Forbidden("the admin token is not valid")
+
+def admin_dependency(needed: Role | None) -> Callable[[Request], None]:
+    """A FastAPI dependency requiring `needed`; None: a viewer for reads, else an operator."""
+
+    def require(request: Request) -> None:
+        services: Services = request.app.state.services
+        role = needed or (Role.VIEWER if request.method in READS else Role.OPERATOR)
+        peer = request.client.host if request.client else "unknown"
+        request.state.admin = services.access.admin(bearer(request), role, peer)
+
+    return require

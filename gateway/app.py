@@ -6,6 +6,7 @@ app = create_app(GatewaySettings(), RoutesFile.load(Path("routes.yaml")))
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
 import time
@@ -17,16 +18,30 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway.access import Access, AccessMetrics, KeySync
 from gateway.adapters import AdapterCheck, AdapterFleet
-from gateway.admin import require_admin
-from gateway.chat import ChatFastPath, error_response, internal_error_response
+from gateway.admin import admin_dependency
+from gateway.assignment import ShareGuard
+from gateway.attribution import StableRecheck
+from gateway.chat import ChatFastPath, bearer, error_response, internal_error_response, read_body
 from gateway.console import console_router
 from gateway.discovery import Resolver, resolve_dns
-from gateway.errors import GatewayError, InvalidRequest, NotFound, error_body
+from gateway.errors import (
+    Conflict,
+    Forbidden,
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    error_body,
+)
 from gateway.exchange import Clock, ExchangeSink
-from gateway.feedback import FeedbackLedger
+from gateway.feedback import FeedbackTokens, InvalidToken, LocalScoredOnce, ScoredOnce
+from gateway.key_store import KeyStore
+from gateway.keys import Role
+from gateway.keys_api import keys_router
+from gateway.limits import Limiter, LocalLimiter
 from gateway.metrics import GatewayMetrics
 from gateway.pool import BackendPool
 from gateway.pool_metrics import PoolCollector
@@ -41,6 +56,8 @@ from rollout.errors import RolloutError
 from rollout.fleet import Fleet
 from rollout.source import SourceUnavailable
 from rollout.traffic import TrafficPlan
+
+log = logging.getLogger("rollgate.gateway")
 
 
 class ControlPlaneHook(Protocol):
@@ -63,7 +80,8 @@ class FeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     request_id: str = Field(min_length=1, max_length=200)
-    score: float = Field(ge=0.0, le=1.0, description="0 (bad) .. 1 (good)")
+    score: float = Field(ge=0.0, le=1.0, allow_inf_nan=False, description="0 (bad) .. 1 (good)")
+    token: str = Field(min_length=1, max_length=1024, description="the answer's feedback token")
 
 
 class ReviewIn(BaseModel):
@@ -108,6 +126,8 @@ def build_services(
     safety: SafetyChecker,
     sinks: Sequence[ExchangeSink],
     resolver: Resolver,
+    limiter: Limiter,
+    scored_once: ScoredOnce,
 ) -> Services:
     timeouts = Timeouts(connect=settings.connect_timeout, read=settings.read_timeout)
     backends = {
@@ -116,21 +136,76 @@ def build_services(
     }
     registry.register(PoolCollector(backends))
     metrics = GatewayMetrics(registry, safety.rules)
-    recorder = Recorder(metrics, safety, sinks)
+    # Flagged candidate answers wait for stable's answer to the same prompt (attribution.py).
+    recheck = StableRecheck(
+        safety,
+        queue_size=settings.shadow_queue_size,
+        workers=settings.shadow_workers,
+        timeout=settings.shadow_stable_timeout,
+    )
+    recorder = Recorder(metrics, safety, sinks, recheck)
     table = RoutingTable(routes.plan())
     table.subscribe(metrics.publish)
     shadow = ShadowMirror(
         recorder=recorder,
+        recheck=recheck,
         pairs=PairSample(settings.shadow_pairs, rng),
         clock=clock,
         queue_size=settings.shadow_queue_size,
         workers=settings.shadow_workers,
         stable_timeout=settings.shadow_stable_timeout,
     )
-    feedback = FeedbackLedger(
-        capacity=settings.feedback_capacity, ttl=settings.feedback_ttl, clock=clock
-    )
-    return Services(settings, table, backends, recorder, shadow, feedback, clock, rng)
+    access = Access(settings, AccessMetrics(registry), clock)
+    tokens = FeedbackTokens(access.secret, ttl_s=settings.feedback_ttl, clock=time.time)
+    return Services(
+        settings, table, backends, recorder, shadow, access, limiter, ShareGuard(clock),
+        tokens, scored_once, clock, rng,
+    )  # fmt: skip
+
+
+MAX_FEEDBACK_BYTES = 4096
+
+
+def parse_model(model: type[BaseModel], raw: bytes):
+    """A bounded body validated as `model`; the first error names its field (422)."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        error = InvalidRequest(f"{param or 'body'}: {first['msg']}", param=param)
+        error.status = 422
+        raise error from exc
+
+
+def admin_name(request: Request) -> str:
+    """Who the audit log names: the authenticated token's name, never a header."""
+    return request.state.admin.name
+
+
+async def start_access(
+    services: Services, store: KeyStore | None, keys: KeySync | None, running: AsyncExitStack
+) -> None:
+    """The shared server secret and the credentials, before the first request."""
+    settings, access = services.settings, services.access
+    if settings.secret is not None:
+        access.secret = settings.secret.get_secret_value().encode()
+    elif store is not None:
+        access.secret = await store.secret()
+    else:
+        log.warning("no state store and no ROLLGATE_SECRET: cohorts are this process's own")
+    services.tokens = FeedbackTokens(access.secret, ttl_s=settings.feedback_ttl, clock=time.time)
+    if keys is not None:
+        await keys.refresh()
+        task = asyncio.create_task(keys.run(settings.state_poll_s))
+        running.callback(task.cancel)
+    if not access.keys_required:
+        log.warning(
+            "ROLLGATE_AUTH=none: any client may call as the one anonymous tenant; "
+            "for local use only"
+        )
+    elif store is None:
+        log.warning("ROLLGATE_AUTH=keys without a key store: no client key can be valid")
 
 
 def adapter_check(settings: GatewaySettings) -> AdapterCheck | None:
@@ -138,6 +213,18 @@ def adapter_check(settings: GatewaySettings) -> AdapterCheck | None:
         return None
     name = settings.base_model_name or settings.base_model_dir.name
     return AdapterCheck(settings.base_model_dir, name, settings.max_lora_rank)
+
+
+def _app(title: str, services: Services, registry: CollectorRegistry, **options) -> FastAPI:
+    app = FastAPI(title=title, **options)
+    app.state.services = services
+    app.state.registry = registry
+    app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(RolloutError, _rollout_error)
+    app.add_exception_handler(SourceUnavailable, _source_unavailable)
+    app.add_exception_handler(Exception, _unexpected)
+    return app
 
 
 def create_app(
@@ -151,7 +238,15 @@ def create_app(
     sinks: Sequence[ExchangeSink] = (),
     control_plane: ControlPlaneHook | None = None,
     resolver: Resolver = resolve_dns,
+    key_store: KeyStore | None = None,
+    limiter: Limiter | None = None,
+    scored_once: ScoredOnce | None = None,
 ) -> FastAPI:
+    """The data plane; with `key_store` also its credentials and the admin API for them.
+
+    `limiter` and `scored_once` default to this process's memory; pass the Redis ones
+    when several replicas share state.
+    """
     registry = registry or CollectorRegistry()
     services = build_services(
         settings,
@@ -162,13 +257,19 @@ def create_app(
         safety or DenyPatterns(settings.deny_patterns),
         sinks,
         resolver,
+        limiter or LocalLimiter(clock),
+        scored_once or LocalScoredOnce(settings.feedback_capacity, clock),
     )
+    keys = KeySync(key_store, services.access) if key_store is not None else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Whatever has started is stopped, in reverse order, however far startup got
         # (a store that is down at boot) and even when one part fails to stop.
         async with AsyncExitStack() as running:
+            running.push_async_callback(services.limiter.close)
+            running.push_async_callback(services.scored_once.close)
+            await start_access(services, key_store, keys, running)
             for pool in services.backends.values():
                 running.push_async_callback(pool.close)
             # Every pool discovered and probed once, so that the first requests find replicas.
@@ -190,15 +291,12 @@ def create_app(
                 await control_plane.start(services.table.publish, base, backends, fleet)
             yield
 
-    app = FastAPI(title="rollgate gateway", lifespan=lifespan)
-    app.state.services = services
-    app.state.registry = registry
-    app.add_exception_handler(GatewayError, _gateway_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(RolloutError, _rollout_error)
-    app.add_exception_handler(SourceUnavailable, _source_unavailable)
-    app.add_exception_handler(Exception, _unexpected)
+    app = _app("rollgate gateway", services, registry, lifespan=lifespan)
     app.add_middleware(ChatFastPath)
+    # With ROLLGATE_ADMIN_PORT the admin API and the console live on an app of their own
+    # (served on that port, sharing this one's state and lifespan); the data plane has none.
+    admin = app if settings.admin_port is None else _app("rollgate admin", services, registry)
+    app.state.admin_app = admin
 
     @app.get("/v1/models")
     async def models() -> dict:
@@ -210,9 +308,12 @@ def create_app(
             ],
         }
 
-    @app.get("/healthz")
     async def healthz() -> dict:
         return {"status": "ok"}
+
+    app.get("/healthz")(healthz)
+    if admin is not app:
+        admin.get("/healthz")(healthz)
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
@@ -230,20 +331,32 @@ def create_app(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/feedback")
-    async def feedback(body: FeedbackIn) -> dict:
-        served = services.feedback.lookup(body.request_id)
-        if served is None:
-            raise NotFound(
-                f"no answer with id {body.request_id!r} (unknown or expired)", param="request_id"
-            )
-        services.recorder.scored(served.route, served.variant, served.role, body.score)
-        return {"request_id": body.request_id, "route": served.route, "variant": served.variant}
+    async def feedback(request: Request) -> dict:
+        client = services.access.client(bearer(request))
+        body = parse_model(FeedbackIn, await read_body(request, MAX_FEEDBACK_BYTES))
+        try:
+            answered = services.tokens.open(body.token)
+        except InvalidToken as exc:
+            raise InvalidRequest(str(exc), param="token") from exc
+        if answered.request_id != body.request_id:
+            raise InvalidRequest("the token is for another request", param="token")
+        if services.access.keys_required and answered.key_id != client.key_id:
+            raise Forbidden("only the key that made the request may score its answer")
+        if not await services.scored_once.first(body.request_id, settings.feedback_ttl):
+            raise Conflict(f"request {body.request_id!r} has been scored already")
+        services.recorder.scored(
+            answered.route, answered.variant, answered.role, body.score, tenant=answered.tenant
+        )
+        # Which variant answered stays on the server.
+        return {"request_id": body.request_id, "accepted": True}
 
-    @app.get("/admin/shadow-pairs", dependencies=[Depends(require_admin)])
+    viewer = [Depends(admin_dependency(Role.VIEWER))]
+
+    @admin.get("/admin/shadow-pairs", dependencies=viewer)
     async def shadow_pairs(route: str | None = None) -> dict:
         return {"pairs": [p.public() for p in services.shadow.pairs.list(route)]}
 
-    @app.post("/admin/shadow-pairs/{pair_id}/review", dependencies=[Depends(require_admin)])
+    @admin.post("/admin/shadow-pairs/{pair_id}/review", dependencies=viewer)
     async def review_pair(pair_id: str, body: ReviewIn) -> dict:
         pair = services.shadow.review(pair_id, body.preferred)
         if pair is None:
@@ -254,7 +367,13 @@ def create_app(
         # Which answer was the candidate's stays on the server, even after the review.
         return {"pair_id": pair.pair_id, "route": pair.route, "preferred": body.preferred}
 
-    app.include_router(console_router())  # the page only: its data comes from /admin
+    admin.include_router(console_router())  # the page only: its data comes from /admin
     if control_plane is not None:
-        app.include_router(control_plane.router(), dependencies=[Depends(require_admin)])
+        # Reads need a viewer, changes an operator.
+        by_method = [Depends(admin_dependency(None))]
+        admin.include_router(control_plane.router(), dependencies=by_method)
+    if key_store is not None:
+        operator = [Depends(admin_dependency(Role.OPERATOR))]
+        router = keys_router(lambda: key_store, keys.refresh, admin_name, time.time)
+        admin.include_router(router, dependencies=operator)
     return app

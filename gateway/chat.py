@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.assignment import KEY_HEADER, choose_role, user_key
+from gateway.assignment import KEY_HEADER, bucket, choose_role, user_key
 from gateway.body import ChatBody
-from gateway.errors import GatewayError, NotFound, PayloadTooLarge
+from gateway.errors import GatewayError, NotFound, PayloadTooLarge, RateLimited
 from gateway.exchange import Exchange
-from gateway.forward import CHAT_PATH, Attempt, ForwardResponse
+from gateway.feedback import Answered
+from gateway.forward import CHAT_PATH, FEEDBACK_HEADER, VARIANT_HEADER, Attempt, ForwardResponse
+from gateway.keys import Client
+from gateway.limits import Permit
 from gateway.services import Services
-from gateway.shadow import ShadowJob
+from gateway.shadow import ShadowJob, ask_again
 from rollout.traffic import Role, RouteTraffic, Variant
 
 log = logging.getLogger("rollgate.gateway")
@@ -100,19 +104,50 @@ def shadow_job(
     return job if services.shadow.submit(job) else None
 
 
-async def chat_completions(request: Request) -> ForwardResponse:
+def served_as(
+    services: Services, client: Client, request_id: str, route: str
+) -> Callable[[Attempt], dict[str, str]]:
+    """The headers an answer from `attempt` carries: its id, a feedback token, and for a
+    key with the debug scope only, the variant."""
+
+    def headers(attempt: Attempt) -> dict[str, str]:
+        answered = Answered(
+            request_id, route, attempt.variant.name, attempt.role.value,
+            client.key_id, client.tenant,
+        )  # fmt: skip
+        found = {"x-request-id": request_id, FEEDBACK_HEADER: services.tokens.seal(answered)}
+        if client.debug:
+            found[VARIANT_HEADER] = attempt.variant.name
+        return found
+
+    return headers
+
+
+def assign(
+    services: Services, traffic: RouteTraffic, client: Client, body: ChatBody, header: str | None
+) -> Role:
+    """The variant's role for this request: the user's sticky bucket, within the key's blast
+    radius and the tenant's share of the candidate."""
+    if traffic.candidate is None or traffic.weight_bp == 0:
+        return Role.STABLE
+    user = user_key(header, body.user, client.key_id or uuid.uuid4().hex)
+    found = bucket(services.access.secret, traffic.route, traffic.rollout_id, client.tenant, user)
+    wanted = choose_role(traffic, found, client.max_candidate_bp)
+    share = min(traffic.weight_bp, client.max_candidate_bp)
+    return services.guard.decide(traffic, client.tenant, wanted, share)
+
+
+async def chat_completions(request: Request, client: Client) -> ForwardResponse:
     services: Services = request.app.state.services
     body = ChatBody.parse(await read_body(request, services.settings.max_body_bytes))
     traffic = find_route(services, body.model)
-    key = user_key(request.headers.get(KEY_HEADER), body.user, bearer(request))
-    role = choose_role(traffic, key or uuid.uuid4().hex)
+    role = assign(services, traffic, client, body, request.headers.get(KEY_HEADER))
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     job = shadow_job(services, traffic, role, body, request_id)
-
-    def served(attempt: Attempt) -> None:
-        services.feedback.served(
-            request_id, route=traffic.route, variant=attempt.variant.name, role=attempt.role.value
-        )
+    recorder = services.recorder
+    if role is Role.CANDIDATE:  # its flagged answers are weighed against stable's
+        ask = ask_again(traffic.stable, services.backends, body, services.clock)
+        recorder = recorder.asking(ask)
 
     def finished(exchange: Exchange | None) -> None:
         if job is not None and not job.stable.done():
@@ -124,11 +159,25 @@ async def chat_completions(request: Request) -> ForwardResponse:
         attempts=attempts_for(services, traffic, role, body),
         stream=body.stream,
         strip_usage=body.stream and not body.wants_usage,
-        recorder=services.recorder,
+        recorder=recorder,
         clock=services.clock,
-        on_served=served,
+        answer_headers=served_as(services, client, request_id, traffic.route),
+        public_model=None if client.debug else traffic.route,
         on_finished=finished,
     )
+
+
+async def admitted(request: Request) -> tuple[Client, Permit]:
+    """The caller's key, and its permit under the key's limits. Raises 401 or 429."""
+    services: Services = request.app.state.services
+    client = services.access.client(bearer(request))
+    try:
+        permit = await services.limiter.acquire(client.key_id or "", client.limits)
+    except RateLimited:
+        services.access.metrics.requests.labels(client.tenant, "rate_limited").inc()
+        raise
+    services.access.metrics.requests.labels(client.tenant, "admitted").inc()
+    return client, permit
 
 
 class ChatFastPath:
@@ -141,11 +190,19 @@ class ChatFastPath:
         if scope["type"] != "http" or scope["path"] != CHAT_PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
+        permit: Permit | None = None
         response: Response
         try:
-            response = await chat_completions(Request(scope, receive))
+            request = Request(scope, receive)
+            client, permit = await admitted(request)
+            response = await chat_completions(request, client)
         except GatewayError as error:
             response = error_response(error)
         except Exception:
             response = internal_error_response("the chat handler")
-        await response(scope, receive, send)
+        try:
+            await response(scope, receive, send)
+        finally:
+            if permit is not None:
+                tokens = response.tokens_used if isinstance(response, ForwardResponse) else 0
+                await permit.release(tokens)

@@ -2,10 +2,13 @@
 
 GatewayError                   {"error": {"message", "type", "param", "code"}}
 ├── InvalidRequest        400  malformed JSON, missing or wrong fields
-├── Unauthorized          401  admin API without a bearer token
-├── Forbidden             403  admin API with a wrong token, or disabled
+├── Unauthorized          401  no valid API key or admin token
+├── Forbidden             403  a credential without the role or scope the call needs
+├── Conflict              409  a second score for one answer
 ├── NotFound              404  unknown route, unknown or expired request id
 ├── PayloadTooLarge       413  body over the configured limit
+├── RateLimited           429  a key's request, token or concurrency limit (with retry-after)
+├── Unavailable           503  a store the call needs is down (with retry-after)
 └── UpstreamError              the backend failed; raised once, at the transport edge
     ├── BadUpstream       502  the backend answered 5xx or garbage
     ├── UpstreamDown      503  the backend could not be reached (with retry-after)
@@ -15,6 +18,7 @@ GatewayError                   {"error": {"message", "type", "param", "code"}}
 from __future__ import annotations
 
 import json
+import math
 
 RETRY_AFTER_SECONDS = 1
 
@@ -70,9 +74,37 @@ class NotFound(GatewayError):
     type = "not_found_error"
 
 
+class Conflict(GatewayError):
+    status = 409
+    type = "conflict_error"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after_s: float, code: str = "rate_limited") -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        # Whole seconds, rounded up: a client that waits that long is admitted.
+        return {"retry-after": str(max(1, math.ceil(self.retry_after_s)))}
+
+
+class Unavailable(GatewayError):
+    status = 503
+    type = "service_unavailable"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(RETRY_AFTER_SECONDS)}
 
 
 class UpstreamError(GatewayError):

@@ -8,12 +8,17 @@ status and headers only once an upstream has answered, so that
 - a failure after the first byte ends the stream with an OpenAI-style error
   event, never a silent truncation;
 - a client that disconnects cancels the upstream request (the connection is
-  dropped, vLLM aborts the request and frees its slot).
+  dropped, vLLM aborts the request and frees its slot);
+- the client sees the route it asked for as `model`, not the variant that
+  answered (vLLM echoes an adapter's name), unless its key may debug.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -31,6 +36,25 @@ from rollout.traffic import Role, Variant
 
 CHAT_PATH = "/v1/chat/completions"
 STATUS_CANCELLED = 499  # nginx's "client closed request"
+VARIANT_HEADER = "x-rollgate-variant"
+FEEDBACK_HEADER = "x-rollgate-feedback-token"
+
+
+@functools.lru_cache(maxsize=256)
+def _model_member(model: str) -> re.Pattern[bytes]:
+    # A `"model": "<name>"` member; the same text inside a JSON string has escaped quotes.
+    name = re.escape(json.dumps(model).encode()[1:-1])
+    return re.compile(rb'("model"\s*:\s*)"' + name + rb'"')
+
+
+def disguise(data: bytes, model: str, public: str) -> bytes:
+    """`data` (a completion or SSE events) with `model` members naming `public` instead.
+
+    >>> disguise(b'{"id":"x","model":"acme-voice"}', "acme-voice", "support")
+    b'{"id":"x","model":"support"}'
+    """
+    public_json = json.dumps(public).encode()
+    return _model_member(model).sub(lambda m: m.group(1) + public_json, data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +121,8 @@ class ForwardResponse(Response):
         strip_usage: bool,
         recorder: Recorder,
         clock: Clock,
-        on_served: Callable[[Attempt], None],
+        answer_headers: Callable[[Attempt], dict[str, str]],
+        public_model: str | None,
         on_finished: Callable[[Exchange | None], None],
     ) -> None:
         self.request_id = request_id
@@ -107,7 +132,8 @@ class ForwardResponse(Response):
         self.strip_usage = strip_usage
         self.recorder = recorder
         self.clock = clock
-        self.on_served = on_served
+        self.answer_headers = answer_headers
+        self.public_model = public_model  # None: the client may see the variant's model
         self.on_finished = on_finished
         self.background = None
         self._started = False  # response headers sent
@@ -178,26 +204,37 @@ class ForwardResponse(Response):
                 if i + 1 < len(self.attempts):
                     self.recorder.metrics.failovers.labels(self.route).inc()
                     continue
-                await send_error(send, error, self._ids(attempt.variant))
+                # A failure is no answer to score: no feedback token.
+                ids = self.answer_headers(attempt)
+                del ids[FEEDBACK_HEADER]
+                await send_error(send, error, ids)
                 self._complete = True
         return None
 
-    def _ids(self, variant: Variant) -> dict[str, str]:
-        return {"x-request-id": self.request_id, "x-rollgate-variant": variant.name}
+    @property
+    def tokens_used(self) -> int:
+        """Tokens of the attempt that answered last, as its usage said (0 when unknown)."""
+        x = self._current
+        return (x.output_tokens or 0) if x is not None else 0
+
+    def _public(self, attempt: Attempt, data: bytes) -> bytes:
+        if self.public_model is None or not data:
+            return data
+        return disguise(data, attempt.variant.model, self.public_model)
 
     async def _start(
         self, send: Send, status: int, attempt: Attempt, headers: dict[str, str]
     ) -> None:
-        self.on_served(attempt)
         await send({
             "type": "http.response.start",
             "status": status,
-            "headers": _headers({**headers, **self._ids(attempt.variant)}),
+            "headers": _headers({**headers, **self.answer_headers(attempt)}),
         })  # fmt: skip
         self._started = True
 
     async def _whole(self, attempt: Attempt, x: Exchange, send: Send) -> None:
         status, body, content_type = await exchange_whole(attempt, x, self.clock)
+        body = self._public(attempt, body)
         headers = {"content-type": content_type, "content-length": str(len(body))}
         await self._start(send, status, attempt, headers)
         await send({"type": "http.response.body", "body": body})
@@ -210,7 +247,7 @@ class ForwardResponse(Response):
                 x.finish(self.clock(), Outcome.CLIENT_ERROR, upstream.status)
                 ctype = upstream.headers.get("content-type", "application/json")
                 await self._start(send, upstream.status, attempt, {"content-type": ctype})
-                await send({"type": "http.response.body", "body": body})
+                await send({"type": "http.response.body", "body": self._public(attempt, body)})
                 self._complete = True
                 return
             await self._relay(attempt, x, upstream, send)
@@ -231,6 +268,7 @@ class ForwardResponse(Response):
                 if not self._started:
                     headers = {"content-type": "text/event-stream", "cache-control": "no-cache"}
                     await self._start(send, 200, attempt, headers)
+                out = self._public(attempt, out)
                 await send({"type": "http.response.body", "body": out, "more_body": True})
         except UpstreamError as error:
             if not self._started:
@@ -240,14 +278,15 @@ class ForwardResponse(Response):
         if x.outcome is None and not done:
             error = "the upstream stream ended without [DONE]"
             x.finish(self.clock(), Outcome.ERROR, 502, "truncated")
-            tail = splitter.pending + error_event(error, "upstream_error", 502)
+            tail = self._public(attempt, splitter.pending)
+            tail += error_event(error, "upstream_error", 502)
             if not self._started:
                 await self._start(send, 200, attempt, {"content-type": "text/event-stream"})
             await self._end(send, tail)
             return
         if x.outcome is None:
             x.finish(self.clock(), Outcome.OK, 200)
-        await self._end(send, splitter.pending)
+        await self._end(send, self._public(attempt, splitter.pending))
 
     async def _end(self, send: Send, body: bytes) -> None:
         await send({"type": "http.response.body", "body": body, "more_body": False})

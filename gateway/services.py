@@ -5,8 +5,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from gateway.access import Access
+from gateway.assignment import ShareGuard
 from gateway.exchange import Clock
-from gateway.feedback import FeedbackLedger
+from gateway.feedback import FeedbackTokens, ScoredOnce
+from gateway.limits import Limiter
 from gateway.pool import BackendPool
 from gateway.recorder import Recorder
 from gateway.routes import RoutingTable
@@ -21,6 +24,10 @@ class Services:
     backends: dict[str, BackendPool]
     recorder: Recorder
     shadow: ShadowMirror
-    feedback: FeedbackLedger
+    access: Access
+    limiter: Limiter
+    guard: ShareGuard
+    tokens: FeedbackTokens  # sealed with the server secret, which is known once started
+    scored_once: ScoredOnce
     clock: Clock
     rng: random.Random

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.safety import DEFAULT_DENY_PATTERNS
+
+
+class AuthMode(StrEnum):
+    KEYS = "keys"  # every data-plane request needs a client API key
+    NONE = "none"  # local use only: anyone may call, as one anonymous tenant
 
 
 class GatewaySettings(BaseSettings):
@@ -24,7 +30,16 @@ class GatewaySettings(BaseSettings):
     feedback_ttl: float = Field(default=3600.0, gt=0)
     feedback_capacity: int = Field(default=100_000, ge=1)
     deny_patterns: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_DENY_PATTERNS))
+    auth: AuthMode = AuthMode.KEYS
+    # The bootstrap operator token (named `admin_token_name` in audit events); more
+    # tokens, viewer or operator, are created through the admin API and stored hashed.
     admin_token: SecretStr | None = None
+    admin_token_name: str = Field(default="bootstrap", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    # Serve /admin (and the console) on this port only; the data-plane port then has none.
+    admin_port: int | None = Field(default=None, ge=1, le=65535)
+    # Keys the cohort hash and feedback tokens; every replica must share it. Unset: one is
+    # created in the state store on first start (the same store every replica uses).
+    secret: SecretStr | None = None
     # The embedded control plane. `state`: a SQLite file, or redis://host:port/db for several
     # replicas. Without `prometheus_url` the controller reads this gateway's own windows.
     control_plane: bool = True

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from tempfile import mkdtemp
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ from gateway.services import Services
 from gateway.settings import GatewaySettings
 from loadtests.standin import Faults, Seen, create_standin
 from serving.process import free_port
+from tests.keys import key_store_with_debug_key
 from tests.servers import serving
 
 ADMIN_TOKEN = "test-admin-token"
@@ -55,7 +57,7 @@ def routes(stable_url: str, candidate_url: str, **route) -> RoutesFile:
 
 
 @pytest.fixture
-def make_stack() -> Iterator:
+def make_stack(tmp_path: Path) -> Iterator:
     with ExitStack() as stack:
 
         def make(
@@ -86,6 +88,7 @@ def make_stack() -> Iterator:
                 routes_file=Path("unused.yaml"), admin_token=ADMIN_TOKEN, **options
             )
             registry = CollectorRegistry()
+            keys, key = key_store_with_debug_key(Path(mkdtemp(dir=tmp_path)))
             app = create_app(
                 settings,
                 routes(stable_url, candidate_url, **route),
@@ -93,9 +96,12 @@ def make_stack() -> Iterator:
                 rng=random.Random(7),
                 sinks=sinks,
                 control_plane=control_plane,
+                key_store=keys,
             )
             url = stack.enter_context(serving(app))
-            http = stack.enter_context(httpx.Client(base_url=url, timeout=30))
+            http = stack.enter_context(
+                httpx.Client(base_url=url, timeout=30, headers={"authorization": f"Bearer {key}"})
+            )
             return Stack(url, http, app.state.services, registry, stable, candidate, s_seen, c_seen)
 
         yield make
@@ -159,7 +165,7 @@ def pool_routes(backend: dict, weight: float | None = 0, stable: str = BASE) -> 
 
 
 @pytest.fixture
-def make_pool() -> Iterator:
+def make_pool(tmp_path: Path) -> Iterator:
     with ExitStack() as stack:
 
         def make(
@@ -201,6 +207,7 @@ def make_pool() -> Iterator:
             )
             backend["probe_interval_s"] = probe_interval_s
             registry = CollectorRegistry()
+            keys, key = key_store_with_debug_key(Path(mkdtemp(dir=tmp_path)))
             app = create_app(
                 GatewaySettings(
                     routes_file=Path("unused.yaml"),
@@ -214,9 +221,12 @@ def make_pool() -> Iterator:
                 resolver=resolver,
                 control_plane=control_plane,
                 sinks=sinks,
+                key_store=keys,
             )
             url = stack.enter_context(serving(app))
-            http = stack.enter_context(httpx.Client(base_url=url, timeout=30))
+            http = stack.enter_context(
+                httpx.Client(base_url=url, timeout=30, headers={"authorization": f"Bearer {key}"})
+            )
             return PoolStack(http, replicas, registry, app)
 
         yield make

@@ -1,7 +1,6 @@
 import pytest
 
 from gateway.compare import compare, similarity
-from gateway.feedback import FeedbackLedger
 from gateway.safety import DEFAULT_DENY_PATTERNS, DenyPatterns
 
 
@@ -11,26 +10,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def test_ledger_forgets_after_the_ttl():
-    clock = FakeClock()
-    ledger = FeedbackLedger(capacity=10, ttl=60, clock=clock)
-    ledger.served("a", route="r", variant="v", role="stable")
-    clock.now += 59
-    assert ledger.lookup("a").variant == "v"
-    clock.now += 2
-    assert ledger.lookup("a") is None
-    assert len(ledger) == 0
-
-
-def test_ledger_is_bounded_dropping_the_oldest():
-    ledger = FeedbackLedger(capacity=2, ttl=60, clock=FakeClock())
-    for rid in "abc":
-        ledger.served(rid, route="r", variant="v", role="stable")
-    assert ledger.lookup("a") is None
-    assert ledger.lookup("c") is not None
-    assert len(ledger) == 2
 
 
 def test_comparison_of_answers():
