@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -59,6 +59,11 @@ class Limits:
     burst: float | None = None
     tokens_per_min: float | None = None
     concurrent: int | None = None
+    # Derived once, as fields rather than properties: every request reads them.
+    unlimited: bool = field(init=False, repr=False, compare=False)
+    settles: bool = field(init=False, repr=False, compare=False)  # a release has work to do
+    capacity: float = field(init=False, repr=False, compare=False)  # the requests bucket's
+    tokens_per_s: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("requests_per_s", "tokens_per_min"):
@@ -73,26 +78,12 @@ class Limits:
             )
         if self.concurrent is not None and self.concurrent < 1:
             raise ValueError(f"concurrent must be at least 1, not {self.concurrent}")
-
-    @property
-    def unlimited(self) -> bool:
-        return (
-            self.requests_per_s is None and self.tokens_per_min is None and self.concurrent is None
-        )
-
-    @property
-    def settles(self) -> bool:
-        """Whether a permit has anything to do on release: charge tokens or free a slot."""
-        return self.tokens_per_min is not None or self.concurrent is not None
-
-    @property
-    def capacity(self) -> float:
-        """The requests bucket's size."""
-        return self.burst if self.burst is not None else max(1.0, self.requests_per_s or 0.0)
-
-    @property
-    def tokens_per_s(self) -> float:
-        return (self.tokens_per_min or 0.0) / 60
+        settles = self.tokens_per_min is not None or self.concurrent is not None
+        capacity = self.burst if self.burst is not None else max(1.0, self.requests_per_s or 0.0)
+        object.__setattr__(self, "unlimited", self.requests_per_s is None and not settles)
+        object.__setattr__(self, "settles", settles)
+        object.__setattr__(self, "capacity", capacity)
+        object.__setattr__(self, "tokens_per_s", (self.tokens_per_min or 0.0) / 60)
 
 
 class Permit(Protocol):
@@ -130,7 +121,9 @@ class Taken:
 def level_at(bucket: Bucket | None, rate: float, capacity: float, now: float) -> float:
     if bucket is None:
         return capacity
-    return min(capacity, bucket.level + rate * max(0.0, now - bucket.at))
+    elapsed = now - bucket.at
+    level = bucket.level + rate * elapsed if elapsed > 0 else bucket.level  # a clock gone back
+    return level if level < capacity else capacity
 
 
 def take(bucket: Bucket | None, rate: float, capacity: float, cost: float, now: float) -> Taken:
@@ -171,7 +164,7 @@ class KeyState:
     requests: Bucket | None = None
     tokens: Bucket | None = None
     in_flight: int = 0
-    full_at: float = -math.inf  # from then on, both buckets are full: forgetting loses nothing
+    limits: Limits | None = None  # what the key was last counted under
 
 
 FRESH = KeyState()
@@ -207,9 +200,9 @@ def admit(state: KeyState, limits: Limits, now: float) -> Admission:
         refused, retry = Limit.CONCURRENT, CONCURRENCY_RETRY_S
     if refused is not None:
         # A refused bucket is kept refilled to `now`, so its retry-after is exact.
-        return Admission(_state(requests, tokens, state.in_flight, limits), refused, retry)
+        return Admission(KeyState(requests, tokens, state.in_flight, limits), refused, retry)
     in_flight = state.in_flight + 1 if limits.settles else state.in_flight
-    return Admission(_state(charged, tokens, in_flight, limits))
+    return Admission(KeyState(charged, tokens, in_flight, limits))
 
 
 def settle(state: KeyState, limits: Limits, tokens: int, now: float) -> KeyState:
@@ -217,24 +210,25 @@ def settle(state: KeyState, limits: Limits, tokens: int, now: float) -> KeyState
     bucket = state.tokens
     if limits.tokens_per_min is not None and tokens > 0:
         bucket = charge(bucket, limits.tokens_per_s, limits.tokens_per_min, tokens, now)
-    return _state(state.requests, bucket, max(0, state.in_flight - 1), limits)
+    in_flight = state.in_flight - 1 if state.in_flight > 0 else 0
+    return KeyState(state.requests, bucket, in_flight, limits)
 
 
 def idle(state: KeyState, now: float) -> bool:
-    return state.in_flight == 0 and now >= state.full_at
-
-
-def _state(
-    requests: Bucket | None, tokens: Bucket | None, in_flight: int, limits: Limits
-) -> KeyState:
-    full_at = -math.inf
-    if requests is not None and limits.requests_per_s is not None:
-        full_at = requests.at + (limits.capacity - requests.level) / limits.requests_per_s
-    if tokens is not None and limits.tokens_per_min is not None:
-        full_at = max(
-            full_at, tokens.at + (limits.tokens_per_min - tokens.level) / limits.tokens_per_s
-        )
-    return KeyState(requests, tokens, in_flight, full_at)
+    """Nothing in flight and both buckets full again: forgetting the key loses nothing."""
+    limits = state.limits
+    if state.in_flight > 0 or limits is None:
+        return state.in_flight == 0
+    requests, tokens = limits.requests_per_s, limits.tokens_per_min
+    return (
+        state.requests is None
+        or requests is None
+        or level_at(state.requests, requests, limits.capacity, now) >= limits.capacity
+    ) and (
+        state.tokens is None
+        or tokens is None
+        or level_at(state.tokens, limits.tokens_per_s, tokens, now) >= tokens
+    )
 
 
 def rate_limited(limit: Limit, retry_after_s: float, limits: Limits) -> RateLimited:
