@@ -2,7 +2,8 @@
 
 The proxy fills an `Exchange` while it forwards; when the attempt ends, the
 finished record goes to every `ExchangeSink` (Prometheus metrics and the
-controller's in-process windows), and so do users' scores for the answers.
+controller's in-process windows), and so do safety incidents, once attributed,
+and users' scores for the answers.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from rollout.source import IncidentCause
 from rollout.traffic import Role
 
 Clock = Callable[[], float]  # monotonic seconds
@@ -42,7 +44,7 @@ class Exchange:
     finish_reason: str | None = None
     text_parts: list[str] = field(default_factory=list)
     ended: float | None = None
-    incident: str | None = None  # the safety rule the answer broke
+    incident: str | None = None  # the safety rule the answer broke (whoever's doing it was)
 
     @property
     def role_label(self) -> str:
@@ -77,12 +79,16 @@ class Exchange:
 
 
 class ExchangeSink(Protocol):
-    """Where the `Recorder` sends what it learns: finished attempts and users' scores."""
+    """Where the `Recorder` sends what it learns: finished attempts, incidents and scores."""
 
     def record(self, exchange: Exchange) -> None:
-        """One finished attempt, after the safety check has set `exchange.incident`."""
+        """One finished attempt (its safety incident, if any, comes apart, once attributed)."""
         ...
 
-    def scored(self, route: str, variant: str, role: str, score: float) -> None:
-        """A user's score (0..1) for an answer `variant` served in `role`."""
+    def incident(self, exchange: Exchange, cause: IncidentCause) -> None:
+        """`exchange`'s answer broke the rule `exchange.incident`; `cause` says whose it is."""
+        ...
+
+    def scored(self, route: str, variant: str, role: str, score: float, tenant: str) -> None:
+        """A score (0..1) from `tenant` for an answer `variant` served in `role`."""
         ...

@@ -1,7 +1,7 @@
 """The gateway's Prometheus metrics, on an injected registry.
 
-Labels are bounded sets only: route, variant, role, outcome, reason, rule.
-Never a user, request or API key.
+Labels are bounded sets only: route, variant, role, outcome, reason, rule, cause,
+and tenant (tenants are created by admins). Never a user, request or API key.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gateway.compare import Comparison
 from gateway.exchange import Exchange, Outcome
-from rollout.source import REVIEW_ROLE
+from rollout.source import REVIEW_ROLE, IncidentCause
+from rollout.tenants import ANONYMOUS_TENANT, REVIEW_TENANT
 from rollout.traffic import TrafficPlan
 
 
@@ -92,9 +93,24 @@ class GatewayMetrics:
         self.finish = counter(
             "finish_reason_total", "Answers by finish reason.", (*VARIANT, "reason")
         )
-        self.safety = counter("safety_incidents_total", "Flagged answers.", (*VARIANT, "rule"))
+        self.safety = counter(
+            "safety_incidents_total",
+            "Flagged answers, by whose doing: the variant's, or the prompt's (stable flagged too).",
+            (*VARIANT, "rule", "cause"),
+        )
+        self.rechecks = counter(
+            "safety_rechecks_total",
+            "Flagged candidate answers weighed against stable's answer to the same prompt.",
+            (*VARIANT, "outcome"),
+        )
+        self.safety_check_errors = counter(
+            "safety_check_errors_total", "Answers the safety checker failed to judge."
+        )
         self.feedback = histogram(
-            "feedback_score", "User scores and blind reviews (role review), 0..1.", SCORE_BUCKETS
+            "feedback_score",
+            "User scores by tenant, and blind reviews (role review), 0..1.",
+            SCORE_BUCKETS,
+            (*VARIANT, "tenant"),
         )
         self.weight = Gauge(
             "rollgate_traffic_weight_percent",
@@ -156,9 +172,13 @@ class GatewayMetrics:
         if x.finish_reason:
             self.finish.labels(*labels, x.finish_reason).inc()
 
-    def scored(self, route: str, variant: str, role: str, score: float) -> None:
+    def incident(self, x: Exchange, cause: IncidentCause) -> None:
+        """ExchangeSink: a flagged answer, attributed."""
+        self.safety.labels(x.route, x.variant, x.role_label, x.incident, cause.value).inc()
+
+    def scored(self, route: str, variant: str, role: str, score: float, tenant: str) -> None:
         """ExchangeSink: a user's score for an answer, or a blind review's (role `review`)."""
-        self.feedback.labels(route, variant, role).observe(score)
+        self.feedback.labels(route, variant, role, tenant).observe(score)
 
     def compared(self, route: str, variant: str, c: Comparison) -> None:
         self.shadow_compared.labels(route, variant).inc()
@@ -182,7 +202,7 @@ class GatewayMetrics:
                     self._zero((t.route, t.candidate.name, "shadow"))
                     # Blind reviews of the shadow pairs score both variants.
                     for name in (t.stable.name, t.candidate.name):
-                        self.feedback.labels(t.route, name, REVIEW_ROLE)
+                        self.feedback.labels(t.route, name, REVIEW_ROLE, REVIEW_TENANT)
             self.shadow_sample.labels(t.route).set(t.shadow_sample)
 
     def _zero(self, labels: tuple[str, str, str]) -> None:
@@ -195,6 +215,8 @@ class GatewayMetrics:
         for outcome in (Outcome.OK, Outcome.ERROR):
             self.requests.labels(*labels, outcome.value)
         for rule in self._safety_rules:
-            self.safety.labels(*labels, rule)
-        self.feedback.labels(*labels)
+            for cause in IncidentCause:
+                self.safety.labels(*labels, rule, cause.value)
+        # Other tenants' series start at their first score (the key store knows them).
+        self.feedback.labels(*labels, ANONYMOUS_TENANT)
         self._series(labels)

@@ -7,6 +7,11 @@ for blind review: A and B are shuffled and only the server knows which is which.
 A reviewer's preference becomes a score for each variant (role `review`), which
 the rollout's satisfaction check judges in the shadow phase; a reviewed pair
 leaves the sample.
+
+Stable's answers also tell whether a flagged candidate answer is the candidate's
+doing (`gateway/attribution.py`): in shadow the pair's stable half is weighed
+(`served_answer`); at weights stable is asked the same request again (`ask_again`).
+The mirror starts and stops those rechecks with its own workers.
 """
 
 from __future__ import annotations
@@ -16,15 +21,21 @@ import logging
 import random
 import uuid
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gateway.attribution import AskStable, StableRecheck
+from gateway.body import ChatBody
 from gateway.compare import compare
 from gateway.errors import UpstreamError
 from gateway.exchange import Clock, Exchange, Outcome
 from gateway.forward import Attempt, exchange_whole
+from gateway.pool import BackendPool
 from gateway.recorder import Recorder
 from rollout.source import REVIEW_ROLE
+from rollout.tenants import REVIEW_TENANT
+from rollout.traffic import Role, Variant
 
 log = logging.getLogger("rollgate.shadow")
 
@@ -101,11 +112,42 @@ class PairSample:
         return [p for p in self._pairs.values() if route in (None, p.route)]
 
 
+def served_answer(stable: asyncio.Future[Exchange | None]) -> AskStable:
+    """Stable's answer to a mirrored request: the one the client was served."""
+
+    async def ask() -> str | None:
+        served = await asyncio.shield(stable)  # the shadow worker waits for it too
+        return None if served is None else served.text
+
+    return ask
+
+
+def ask_again(
+    stable: Variant, backends: Mapping[str, BackendPool], body: ChatBody, clock: Clock
+) -> AskStable:
+    """Stable's answer to the client's request, asked anew: whole, with `model` rewritten.
+
+    Built per candidate request, it costs nothing until a flagged answer asks.
+    The answer serves no one, so it is not recorded as stable's traffic.
+    """
+
+    async def ask() -> str | None:
+        attempt = Attempt(
+            stable, Role.STABLE, backends[stable.backend], body.for_shadow(stable.model)
+        )
+        x = Exchange("recheck", "", stable.name, Role.STABLE, clock())
+        await exchange_whole(attempt, x, clock)
+        return x.text if x.outcome is Outcome.OK else None
+
+    return ask
+
+
 class ShadowMirror:
     def __init__(
         self,
         *,
         recorder: Recorder,
+        recheck: StableRecheck,
         pairs: PairSample,
         clock: Clock,
         queue_size: int,
@@ -113,6 +155,7 @@ class ShadowMirror:
         stable_timeout: float,
     ) -> None:
         self._recorder = recorder
+        self._recheck = recheck
         self.pairs = pairs
         self._clock = clock
         self._queue: asyncio.Queue[ShadowJob] = asyncio.Queue(maxsize=queue_size)
@@ -133,17 +176,21 @@ class ShadowMirror:
         pair = self.pairs.take(pair_id)
         if pair is not None:
             for variant, score in pair.scores(preferred):
-                self._recorder.scored(pair.route, variant, REVIEW_ROLE, score)
+                # Reviewers are admins: one fixed tenant, never capped.
+                self._recorder.scored(pair.route, variant, REVIEW_ROLE, score, REVIEW_TENANT)
         return pair
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
+        self._recheck.start()
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        # After the mirror's workers: what they flagged on the way out is still counted.
+        await self._recheck.stop()
 
     async def _work(self) -> None:
         while True:
@@ -164,7 +211,7 @@ class ShadowMirror:
             await exchange_whole(job.attempt, x, self._clock)
         except UpstreamError as error:
             x.finish(self._clock(), Outcome.ERROR, error.status, error.kind)
-        self._recorder.finished(x)
+        self._recorder.asking(served_answer(job.stable)).finished(x)
         try:
             stable = await asyncio.wait_for(asyncio.shield(job.stable), self._stable_timeout)
         except TimeoutError:

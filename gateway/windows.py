@@ -1,7 +1,8 @@
 """The gateway's own metric windows, for the embedded controller (no Prometheus).
 
 `LocalWindows` is an `ExchangeSink` (the `Recorder` feeds it every finished
-attempt and every user's score) and a `MetricSource` (the controller reads it):
+attempt, every attributed safety incident and every user's score, by tenant) and
+a `MetricSource` (the controller reads it):
 
     windows = LocalWindows()
     app = create_app(settings, routes, sinks=[windows])
@@ -25,7 +26,8 @@ from dataclasses import dataclass, field
 
 from gateway.exchange import Exchange, Outcome
 from gateway.metrics import LATENCY_BUCKETS, PER_TOKEN_BUCKETS
-from rollout.source import SourceUnavailable
+from rollout.source import IncidentCause, SourceUnavailable
+from rollout.tenants import TenantScores, merge
 from rollout.windows import Histogram, VariantWindow
 
 RETENTION_S = 3600
@@ -43,7 +45,9 @@ class _Second:
     time_per_token: Sparse = field(default_factory=dict)
     feedback_count: int = 0
     feedback_sum: float = 0.0
+    feedback_tenants: dict[str, TenantScores] = field(default_factory=dict)
     incidents: int = 0
+    prompt_incidents: int = 0
 
 
 def _observe(counts: Sparse, bounds: Sequence[float], value: float) -> None:
@@ -96,13 +100,22 @@ class LocalWindows:
             _observe(tally.ttft, LATENCY_BUCKETS, x.time_to_first_token)
         if x.output_tokens:
             _observe(tally.time_per_token, PER_TOKEN_BUCKETS, x.duration / x.output_tokens)
-        if x.incident is not None:
+
+    def incident(self, exchange: Exchange, cause: IncidentCause) -> None:
+        tally = self._now((exchange.route, exchange.variant, exchange.role_label))
+        if cause is IncidentCause.PROMPT:
+            tally.prompt_incidents += 1
+        else:
             tally.incidents += 1
 
-    def scored(self, route: str, variant: str, role: str, score: float) -> None:
+    def scored(self, route: str, variant: str, role: str, score: float, tenant: str) -> None:
         tally = self._now((route, variant, role))
         tally.feedback_count += 1
         tally.feedback_sum += score
+        before = tally.feedback_tenants.get(tenant) or TenantScores(tenant, 0.0, 0.0)
+        tally.feedback_tenants[tenant] = TenantScores(
+            tenant, before.count + 1, before.total + score
+        )
 
     async def window(
         self, route: str, variant: str, role: str, start: float, end: float
@@ -116,7 +129,9 @@ class LocalWindows:
             time_per_token=_histogram(PER_TOKEN_BUCKETS, (t.time_per_token for t in seconds)),
             feedback_count=float(sum(t.feedback_count for t in seconds)),
             feedback_sum=sum(t.feedback_sum for t in seconds),
+            feedback_tenants=merge(*(t.feedback_tenants.values() for t in seconds)),
             incidents=float(sum(t.incidents for t in seconds)),
+            prompt_incidents=float(sum(t.prompt_incidents for t in seconds)),
         )
 
     async def value(self, query: str, at: float) -> float | None:

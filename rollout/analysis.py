@@ -31,12 +31,18 @@ The tests, by metric:
   p95, so the count above that limit is binomial with p <= 0.05.
 * satisfaction (mean score in points, 0..100): a normal mixture sequential test
   (mSPRT) on the difference in means, with the variance bound m(1 - m) of
-  scores in [0, 1]. At weights it judges users' scores; in shadow nobody sees
-  the candidate's answers, so it judges blind reviews of shadow pairs (each
-  scores the preferred answer 1 and the other 0, or both 0.5). While a shadow
-  step has fewer reviews than a verdict needs it is skipped, not waited for:
-  reviews are voluntary, and a rollout nobody reviews must not be held.
+  scores in [0, 1]. At weights it judges users' scores, each tenant's counted
+  only up to a common cap so that no tenant holds more than `max_tenant_share`
+  of a variant's evidence (`rollout/tenants.py`): one tenant alone cannot decide
+  a rollout, either way. The capped counts are what the e-value and the sample
+  minimum see. In shadow nobody sees the candidate's answers, so it judges blind
+  reviews of shadow pairs (each scores the preferred answer 1 and the other 0,
+  or both 0.5; reviewers are admins, not capped). While a shadow step has fewer
+  reviews than a verdict needs it is skipped, not waited for: reviews are
+  voluntary, and a rollout nobody reviews must not be held.
 * safety: critical, no statistics, no sample minimum: one candidate incident fails.
+  Only the candidate's own incidents count: an answer flagged while stable's
+  answer to the same prompt was flagged too is prompt-induced, shown, not counted.
 * PromQL: the query's value against its threshold, as measured.
 """
 
@@ -48,6 +54,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from rollout.plan import Check, Metric, RolloutPlan
+from rollout.tenants import Capped, capped
 from rollout.traffic import FULL_WEIGHT_BP
 from rollout.windows import Histogram, VariantWindow, Window
 
@@ -332,7 +339,7 @@ def _judge_one(check: Check, ctx: _Context) -> CheckResult:
     if check.metric is Metric.ERROR_RATE:
         return _error_rate(check, ctx)
     if check.metric is Metric.SATISFACTION:
-        return _satisfaction(check, ctx)
+        return _users_scores(check, ctx)
     return _tail_check(check, ctx)
 
 
@@ -420,6 +427,40 @@ def _satisfaction(
     return _decide(check, ctx, evidence=evalue, values=(mean_c, mean_s), unit=unit)
 
 
+def _users_scores(check: Check, ctx: _Context) -> CheckResult:
+    """Satisfaction at weights: users' scores, no tenant holding more than its share."""
+    share, evidence = ctx.plan.max_tenant_share, ctx.evidence
+    step = _capped_window(_step(ctx), share)
+    attempt = _capped_window(evidence.attempt, share) if evidence.attempt else None
+    result = _satisfaction(
+        check, replace(ctx, evidence=replace(evidence, attempt=attempt, step=step))
+    )
+    if result.status is not Status.INCONCLUSIVE:
+        return result
+    minimum, raw = ctx.plan.min_samples, _step(ctx)
+    short = [
+        f"{v.feedback_count:.0f} {name} scores, but from {c.tenants} tenant(s)"
+        for name, v in (("candidate", raw.candidate), ("stable", raw.stable))
+        if (c := _cap(v, share)).count < minimum <= v.feedback_count
+    ]
+    if not short:
+        return result
+    reason = "; ".join(short) + f": no tenant may decide more than {share:.0%} of the evidence"
+    return replace(result, reason=f"{reason} ({result.reason})")
+
+
+def _cap(v: VariantWindow, share: float) -> Capped:
+    return capped(v.feedback_count, v.feedback_sum, v.feedback_tenants, share)
+
+
+def _capped_window(w: Window, share: float) -> Window:
+    def one(v: VariantWindow) -> VariantWindow:
+        c = _cap(v, share)
+        return replace(v, feedback_count=c.count, feedback_sum=c.total)
+
+    return replace(w, stable=one(w.stable), candidate=one(w.candidate))
+
+
 def _blind_reviews(check: Check, ctx: _Context) -> CheckResult:
     """Satisfaction in shadow: reviewers' blind preferences stand in for users' scores."""
     evidence = ctx.evidence
@@ -449,16 +490,19 @@ def _safety(check: Check, ctx: _Context) -> CheckResult:
         candidate=incidents, stable=attempt.stable.incidents if attempt else 0.0,
         candidate_samples=step.candidate.requests, stable_samples=step.stable.requests,
     )  # fmt: skip
+    prompted, aside = attempt.candidate.prompt_incidents if attempt else 0.0, ""
+    if prompted:  # shown, not counted: stable's answers to the same prompts were flagged too
+        aside = f"; {prompted:.0f} prompt-induced incident(s) (stable flagged too) not counted"
     if incidents > 0:
         reason = (
             f"{incidents:.0f} safety incident(s) in the candidate's answers: any one is critical"
         )
-        return CheckResult(check.name, check.metric, Status.FAIL, reason, **figures)
+        return CheckResult(check.name, check.metric, Status.FAIL, reason + aside, **figures)
     if step.candidate.requests < ctx.plan.min_samples:
         reason = f"no incident yet; waiting for {ctx.plan.min_samples} candidate answers"
-        return CheckResult(check.name, check.metric, Status.INCONCLUSIVE, reason, **figures)
+        return CheckResult(check.name, check.metric, Status.INCONCLUSIVE, reason + aside, **figures)
     reason = f"no incident in {step.candidate.requests:.0f} candidate answers"
-    return CheckResult(check.name, check.metric, Status.PASS, reason, **figures)
+    return CheckResult(check.name, check.metric, Status.PASS, reason + aside, **figures)
 
 
 def _promql(check: Check, ctx: _Context) -> CheckResult:

@@ -6,6 +6,9 @@ series of the variant, so the replicas of the gateway add up. The parts are
 joined with `or`, each tagged with a `part` label, so a window costs one round
 trip and all its parts are read at the same instant.
 
+Users' scores are summed by tenant (the satisfaction check caps each tenant's
+share) and safety incidents by cause (only the variant's own count against it).
+
 `increase()` extrapolates to the edges of its range, so counts are floats; the
 gateway creates a variant's series at 0 when a plan names it, because a counter
 that first appears mid-window adds nothing to `increase()`.
@@ -25,7 +28,8 @@ from typing import Any
 
 import httpx
 
-from rollout.source import SourceUnavailable
+from rollout.source import IncidentCause, SourceUnavailable
+from rollout.tenants import TenantScores, merge
 from rollout.windows import Histogram, VariantWindow
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -35,10 +39,11 @@ _HISTOGRAMS = {
     "ttft": "rollgate_time_to_first_token_seconds",
     "time_per_token": "rollgate_time_per_output_token_seconds",
 }
-_TOTALS = {
-    "feedback_count": "rollgate_feedback_score_count",
-    "feedback_sum": "rollgate_feedback_score_sum",
-    "incidents": "rollgate_safety_incidents_total",
+# Each summed by one label: users' scores by tenant, safety incidents by cause.
+_BY = {
+    "feedback_count": ("rollgate_feedback_score_count", "tenant"),
+    "feedback_sum": ("rollgate_feedback_score_sum", "tenant"),
+    "incidents": ("rollgate_safety_incidents_total", "cause"),
 }
 
 
@@ -62,7 +67,7 @@ def window_query(route: str, variant: str, role: str, seconds: int) -> str:
     parts = {
         "requests": f"sum by (outcome) ({increase('rollgate_requests_total', answered_or_failed)})",
         **{p: f"sum by (le) ({increase(m + '_bucket')})" for p, m in _HISTOGRAMS.items()},
-        **{p: f"sum({increase(m)})" for p, m in _TOTALS.items()},
+        **{p: f"sum by ({label}) ({increase(m)})" for p, (m, label) in _BY.items()},
     }
     return " or ".join(f'label_replace({q}, "part", "{p}", "", "")' for p, q in parts.items())
 
@@ -71,7 +76,7 @@ def parse_window(samples: Sequence[Mapping[str, Any]]) -> VariantWindow:
     """The window from the vector `window_query` returned."""
     outcomes: dict[str, float] = {}
     buckets: dict[str, list[tuple[float, float]]] = {part: [] for part in _HISTOGRAMS}
-    totals: dict[str, float] = {}
+    by: dict[str, dict[str, float]] = {part: {} for part in _BY}
     for sample in samples:
         labels, value = sample["metric"], float(sample["value"][1])
         part = labels["part"]
@@ -80,16 +85,24 @@ def parse_window(samples: Sequence[Mapping[str, Any]]) -> VariantWindow:
         elif part in buckets:
             buckets[part].append((float(labels["le"]), value))
         else:
-            totals[part] = value
+            # A series without the label (a gateway from before it) sums under "".
+            by[part][labels.get(_BY[part][1], "")] = value
+    counts, sums, causes = by["feedback_count"], by["feedback_sum"], by["incidents"]
     return VariantWindow(
         requests=outcomes.get("ok", 0.0) + outcomes.get("error", 0.0),
         errors=outcomes.get("error", 0.0),
         latency=Histogram.from_cumulative(buckets["latency"]),
         ttft=Histogram.from_cumulative(buckets["ttft"]),
         time_per_token=Histogram.from_cumulative(buckets["time_per_token"]),
-        feedback_count=totals.get("feedback_count", 0.0),
-        feedback_sum=totals.get("feedback_sum", 0.0),
-        incidents=totals.get("incidents", 0.0),
+        feedback_count=sum(counts.values()),
+        feedback_sum=sum(sums.values()),
+        # Scores without a tenant stay untracked: counted, not capped.
+        feedback_tenants=merge(
+            TenantScores(t, n, sums.get(t, 0.0)) for t, n in counts.items() if t and n > 0
+        ),
+        # Incidents without a cause (a gateway from before it) count against the variant.
+        incidents=sum(n for c, n in causes.items() if c != IncidentCause.PROMPT),
+        prompt_incidents=causes.get(IncidentCause.PROMPT, 0.0),
     )
 
 

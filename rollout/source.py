@@ -10,6 +10,7 @@ checks then say inconclusive, never pass.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Protocol
 
 from rollout.windows import VariantWindow
@@ -17,6 +18,16 @@ from rollout.windows import VariantWindow
 # The role blind reviews of shadow pairs are recorded under, for both variants of a pair:
 # reviewers' scores, kept apart from users' scores of the answers they were served.
 REVIEW_ROLE = "review"
+
+
+class IncidentCause(StrEnum):
+    """Whose a flagged answer is: the `cause` label of `rollgate_safety_incidents_total`."""
+
+    # The variant's own: stable answered the same prompt safely, or (failing safe) stable
+    # could not be asked, or the answer was stable's. Only these count against a candidate.
+    VARIANT = "variant"
+    # Stable's answer to the same prompt broke the same rule: the prompt asked for it.
+    PROMPT = "prompt"
 
 
 class SourceUnavailable(Exception):

@@ -15,6 +15,8 @@ import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from rollout.tenants import TenantScores, merge
+
 
 @dataclass(frozen=True, slots=True)
 class Histogram:
@@ -109,7 +111,10 @@ class VariantWindow:
     time_per_token: Histogram = field(default_factory=Histogram)
     feedback_count: float = 0.0
     feedback_sum: float = 0.0  # scores 0..1
-    incidents: float = 0.0  # safety
+    # The same scores by tenant (at most MAX_TENANTS; any rest is untracked), sorted.
+    feedback_tenants: tuple[TenantScores, ...] = ()
+    incidents: float = 0.0  # safety incidents counted against the variant
+    prompt_incidents: float = 0.0  # flagged, but stable's answer to the same prompt was too
 
     def __add__(self, other: VariantWindow) -> VariantWindow:
         return VariantWindow(
@@ -120,7 +125,9 @@ class VariantWindow:
             time_per_token=self.time_per_token + other.time_per_token,
             feedback_count=self.feedback_count + other.feedback_count,
             feedback_sum=self.feedback_sum + other.feedback_sum,
+            feedback_tenants=merge(self.feedback_tenants, other.feedback_tenants),
             incidents=self.incidents + other.incidents,
+            prompt_incidents=self.prompt_incidents + other.prompt_incidents,
         )
 
 

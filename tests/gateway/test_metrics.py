@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from gateway.metrics import GatewayMetrics
+from rollout.tenants import ANONYMOUS_TENANT, REVIEW_TENANT
 from rollout.traffic import RouteTraffic, TrafficPlan, Variant
 
 STABLE = Variant("base", "pool", "tiny-llama")
@@ -30,12 +31,14 @@ def test_published_variants_export_zeros_before_their_first_request():
                 == 0
             )
         assert registry.get_sample_value("rollgate_request_duration_seconds_count", labels) == 0
-        assert registry.get_sample_value("rollgate_feedback_score_count", labels) == 0
-        incidents = {**labels, "rule": "credentials"}
-        assert registry.get_sample_value("rollgate_safety_incidents_total", incidents) == 0
+        anonymous = {**labels, "tenant": ANONYMOUS_TENANT}
+        assert registry.get_sample_value("rollgate_feedback_score_count", anonymous) == 0
+        for cause in ("variant", "prompt"):
+            incidents = {**labels, "rule": "credentials", "cause": cause}
+            assert registry.get_sample_value("rollgate_safety_incidents_total", incidents) == 0
     shadow = {"route": "support", "variant": "v2", "role": "shadow"}
     assert registry.get_sample_value("rollgate_request_duration_seconds_count", shadow) is None
-    review = {"route": "support", "variant": "v2", "role": "review"}
+    review = {"route": "support", "variant": "v2", "role": "review", "tenant": REVIEW_TENANT}
     assert registry.get_sample_value("rollgate_feedback_score_count", review) is None
 
 
@@ -45,7 +48,8 @@ def test_a_shadowed_candidate_exports_zeros_for_its_shadow_copies():
     assert registry.get_sample_value("rollgate_requests_total", labels) == 0
     for variant in ("base", "v2"):  # blind reviews of the pairs score both
         review = {"route": "support", "variant": variant, "role": "review"}
-        assert registry.get_sample_value("rollgate_feedback_score_count", review) == 0
+        scores = {**review, "tenant": REVIEW_TENANT}
+        assert registry.get_sample_value("rollgate_feedback_score_count", scores) == 0
         assert (
             registry.get_sample_value("rollgate_requests_total", {**review, "outcome": "ok"})
             is None

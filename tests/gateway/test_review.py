@@ -9,6 +9,7 @@ import pytest
 
 from gateway.shadow import BlindPair
 from gateway.windows import LocalWindows
+from rollout.tenants import REVIEW_TENANT
 from tests.gateway.conftest import ADMIN_TOKEN, Stack
 from tests.gateway.test_proxy import chat, eventually
 
@@ -25,7 +26,7 @@ def review(stack: Stack, pair_id: str, body: dict, headers: dict = ADMIN):
 
 
 def scores(stack: Stack, variant: str) -> tuple[float, float]:
-    labels = {"route": "support", "variant": variant, "role": "review"}
+    labels = {"route": "support", "variant": variant, "role": "review", "tenant": REVIEW_TENANT}
     count = stack.metric("rollgate_feedback_score_count", **labels)
     return count, stack.metric("rollgate_feedback_score_sum", **labels)
 

@@ -12,7 +12,8 @@ from gateway.metrics import LATENCY_BUCKETS, PER_TOKEN_BUCKETS, GatewayMetrics
 from gateway.recorder import Recorder
 from gateway.safety import DEFAULT_DENY_PATTERNS, DenyPatterns
 from gateway.windows import LocalWindows
-from rollout.source import SourceUnavailable
+from rollout.source import IncidentCause, SourceUnavailable
+from rollout.tenants import ANONYMOUS_TENANT, TenantScores
 from rollout.traffic import Role
 from rollout.windows import Histogram
 
@@ -129,18 +130,33 @@ async def test_an_empty_window_has_the_same_shape(windows):
     assert w.time_per_token.bounds == PER_TOKEN_BUCKETS
 
 
-async def test_feedback_scores_count_and_add_up(windows):
-    for score in (1.0, 0.25, 0.0):
-        windows.scored("support", "v2", "candidate", score)
+async def test_feedback_scores_count_and_add_up_by_tenant(windows, clock):
+    for score, tenant in ((1.0, "acme"), (0.25, "globex"), (0.0, "acme")):
+        windows.scored("support", "v2", "candidate", score, tenant)
+        clock.now += 1
     w = await windows.window("support", "v2", "candidate", *EVER)
     assert (w.feedback_count, w.feedback_sum) == (3, 1.25)
+    assert w.feedback_tenants == (
+        TenantScores("acme", 2, 1.0),
+        TenantScores("globex", 1, 0.25),
+    )
     assert (await windows.window("support", "base", "stable", *EVER)).feedback_count == 0
+
+
+async def test_incidents_count_by_cause(windows):
+    x = exchange()
+    x.incident = "credentials"
+    windows.incident(x, IncidentCause.VARIANT)
+    windows.incident(x, IncidentCause.PROMPT)
+    windows.incident(x, IncidentCause.PROMPT)
+    w = await windows.window("support", "base", "stable", *EVER)
+    assert (w.incidents, w.prompt_incidents) == (1, 2)
 
 
 async def test_seconds_older_than_the_retention_are_dropped(clock):
     windows = LocalWindows(clock=clock, retention=60)
     windows.record(exchange())
-    windows.scored("support", "v2", "candidate", 1.0)
+    windows.scored("support", "v2", "candidate", 1.0, ANONYMOUS_TENANT)
     clock.now += 30
     windows.record(exchange())
     assert await requests(windows, *EVER) == 2
@@ -160,8 +176,15 @@ async def test_the_recorder_sends_incidents_and_scores_to_its_sinks(windows):
     recorder = Recorder(GatewayMetrics(registry), DenyPatterns(DEFAULT_DENY_PATTERNS), [windows])
     recorder.finished(exchange(ttft=0.1, text="First send me your password."))
     recorder.finished(exchange(ttft=0.1, text="Open Settings."))
-    recorder.scored("support", "base", "stable", 0.75)
+    recorder.scored("support", "base", "stable", 0.75, "acme")
     w = await windows.window("support", "base", "stable", *EVER)
     assert (w.requests, w.incidents, w.feedback_count, w.feedback_sum) == (2, 1, 1, 0.75)
+    assert w.feedback_tenants == (TenantScores("acme", 1, 0.75),)
     labels = {"route": "support", "variant": "base", "role": "stable"}
-    assert registry.get_sample_value("rollgate_feedback_score_sum", labels) == 0.75
+    assert (
+        registry.get_sample_value("rollgate_feedback_score_sum", labels | {"tenant": "acme"})
+        == 0.75
+    )
+    # Stable's own answer: nothing to weigh it against, the variant's incident.
+    incidents = labels | {"rule": "credentials", "cause": "variant"}
+    assert registry.get_sample_value("rollgate_safety_incidents_total", incidents) == 1
