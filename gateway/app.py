@@ -18,14 +18,15 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.access import Access, AccessMetrics, KeySync
 from gateway.adapters import AdapterCheck, AdapterFleet
 from gateway.admin import admin_dependency
 from gateway.assignment import ShareGuard
 from gateway.attribution import StableRecheck
-from gateway.chat import ChatFastPath, bearer, error_response, internal_error_response, read_body
+from gateway.bounded import parse_model, read_body
+from gateway.chat import ChatFastPath, bearer, error_response, internal_error_response
 from gateway.console import console_router
 from gateway.discovery import Resolver, resolve_dns
 from gateway.errors import (
@@ -34,6 +35,7 @@ from gateway.errors import (
     GatewayError,
     InvalidRequest,
     NotFound,
+    Unprocessable,
     error_body,
 )
 from gateway.exchange import Clock, ExchangeSink
@@ -164,18 +166,6 @@ def build_services(
 
 
 MAX_FEEDBACK_BYTES = 4096
-
-
-def parse_model(model: type[BaseModel], raw: bytes):
-    """A bounded body validated as `model`; the first error names its field (422)."""
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        error = InvalidRequest(f"{param or 'body'}: {first['msg']}", param=param)
-        error.status = 422
-        raise error from exc
 
 
 def admin_name(request: Request) -> str:
@@ -337,9 +327,9 @@ def create_app(
         try:
             answered = services.tokens.open(body.token)
         except InvalidToken as exc:
-            raise InvalidRequest(str(exc), param="token") from exc
+            raise Unprocessable(str(exc), param="token") from exc
         if answered.request_id != body.request_id:
-            raise InvalidRequest("the token is for another request", param="token")
+            raise Unprocessable("the token is for another request", param="token")
         if services.access.keys_required and answered.key_id != client.key_id:
             raise Forbidden("only the key that made the request may score its answer")
         if not await services.scored_once.first(body.request_id, settings.feedback_ttl):

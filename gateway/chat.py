@@ -17,7 +17,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.assignment import KEY_HEADER, bucket, choose_role, user_key
 from gateway.body import ChatBody
-from gateway.errors import GatewayError, NotFound, PayloadTooLarge, RateLimited
+from gateway.bounded import read_body
+from gateway.errors import GatewayError, NotFound, RateLimited
 from gateway.exchange import Exchange
 from gateway.feedback import Answered
 from gateway.forward import CHAT_PATH, FEEDBACK_HEADER, VARIANT_HEADER, Attempt, ForwardResponse
@@ -39,19 +40,6 @@ def internal_error_response(where: str) -> JSONResponse:
     """A bug answered as a 500 without details; the traceback goes to the log only."""
     log.exception("unhandled error in %s", where)
     return error_response(GatewayError("internal error"))
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def bearer(request: Request) -> str | None:

@@ -2,6 +2,7 @@
 
 GatewayError                   {"error": {"message", "type", "param", "code"}}
 ├── InvalidRequest        400  malformed JSON, missing or wrong fields
+│   └── Unprocessable     422  well-formed JSON whose fields are wrong (feedback, admin bodies)
 ├── Unauthorized          401  no valid API key or admin token
 ├── Forbidden             403  a credential without the role or scope the call needs
 ├── Conflict              409  a second score for one answer
@@ -53,6 +54,10 @@ class GatewayError(Exception):
 class InvalidRequest(GatewayError):
     status = 400
     type = "invalid_request_error"
+
+
+class Unprocessable(InvalidRequest):
+    status = 422
 
 
 class Unauthorized(GatewayError):

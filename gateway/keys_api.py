@@ -13,28 +13,20 @@ A revoked credential stops working on every replica within one store poll.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ValidationError
 
-from gateway.chat import read_body
-from gateway.errors import InvalidRequest, NotFound, Unavailable
+from gateway.bounded import M, parse_model, read_body
+from gateway.errors import NotFound, Unavailable
 from gateway.key_store import KeyStore, KeyStoreError
 from gateway.keys import AdminToken, ApiKey, KeySpec, TokenSpec, issue_key, issue_token
 
 MAX_SPEC_BYTES = 8 * 1024
-M = TypeVar("M", bound=BaseModel)
 
 
 async def _spec(request: Request, model: type[M]) -> M:
-    raw = await read_body(request, MAX_SPEC_BYTES)
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "body"
-        raise InvalidRequest(f"{field}: {first['msg']}", param=field) from exc
+    return parse_model(model, await read_body(request, MAX_SPEC_BYTES))
 
 
 def keys_router(

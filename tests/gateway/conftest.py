@@ -38,6 +38,7 @@ class Stack:
     candidate: Faults
     stable_seen: Seen
     candidate_seen: Seen
+    app: object = None
 
     def metric(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(name, labels) or 0.0
@@ -102,7 +103,9 @@ def make_stack(tmp_path: Path) -> Iterator:
             http = stack.enter_context(
                 httpx.Client(base_url=url, timeout=30, headers={"authorization": f"Bearer {key}"})
             )
-            return Stack(url, http, app.state.services, registry, stable, candidate, s_seen, c_seen)
+            return Stack(
+                url, http, app.state.services, registry, stable, candidate, s_seen, c_seen, app
+            )
 
         yield make
 

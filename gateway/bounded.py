@@ -1,0 +1,39 @@
+"""Request bodies read with a limit before anything parses them.
+
+raw = await read_body(request, 4096)          # 413 past the limit, however it is sent
+feedback = parse_model(FeedbackIn, raw)        # 422 naming the first bad field
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from gateway.errors import PayloadTooLarge, Unprocessable
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_model(model: type[M], raw: bytes) -> M:
+    """`raw` validated as `model`; the first error names its field."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        raise Unprocessable(f"{param or 'body'}: {first['msg']}", param=param) from exc
