@@ -217,8 +217,10 @@ def settle(state: KeyState, limits: Limits, tokens: int, now: float) -> KeyState
 def idle(state: KeyState, now: float) -> bool:
     """Nothing in flight and both buckets full again: forgetting the key loses nothing."""
     limits = state.limits
-    if state.in_flight > 0 or limits is None:
-        return state.in_flight == 0
+    if state.in_flight > 0:
+        return False
+    if limits is None:
+        return True
     requests, tokens = limits.requests_per_s, limits.tokens_per_min
     return (
         state.requests is None

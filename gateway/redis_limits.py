@@ -142,7 +142,7 @@ class RedisLimiter:
     frees at the end of its lease and its tokens go uncharged.
 
     `clock` drives only the failover (monotonic seconds); the limits run on Redis's.
-    A client passed in stays the caller's to close.
+    A client passed in keeps its own timeouts and retries, and stays the caller's to close.
     """
 
     def __init__(
@@ -175,22 +175,26 @@ class RedisLimiter:
         self._local = LocalLimiter(clock)
         self._outage: _Outage | None = None
         self._releases: set[asyncio.Task[None]] = set()
-        self._permit_ids = (f"{secrets.token_hex(6)}:{n}" for n in itertools.count())
+        self._replica = secrets.token_hex(6)  # permit ids: unique across replicas
+        self._permits = itertools.count()
 
     async def acquire(self, key_id: str, limits: Limits) -> Permit:
         if limits.unlimited:
             return UNCOUNTED
-        if self._outage is not None and self._clock() < self._outage.retry_at:
-            return await self._acquire_locally(key_id, limits)
+        outage = self._outage
+        if outage is not None:
+            now = self._clock()
+            if now < outage.retry_at:
+                return await self._acquire_locally(outage, key_id, limits)
+            outage.retry_at = now + self._retry_s  # this request asks Redis; the rest stay local
         keys = self._keys(key_id)
-        permit_id = next(self._permit_ids)
+        permit_id = f"{self._replica}:{next(self._permits)}" if limits.concurrent else ""
         try:
             refused, retry = await self._acquire(keys, self._acquire_args(limits, permit_id))
         except RedisError as exc:
-            self._failed(exc)
-            return await self._acquire_locally(key_id, limits)
-        if self._outage is not None:
-            self._recovered()
+            return await self._acquire_locally(self._failed(exc), key_id, limits)
+        if outage is not None and outage is self._outage:
+            self._recovered(outage)
         if refused:
             raise rate_limited(REFUSALS[refused - 1], float(retry), limits)
         return _RedisPermit(self, keys, limits, permit_id) if limits.settles else UNCOUNTED
@@ -233,26 +237,24 @@ class RedisLimiter:
         except RedisError as exc:
             self._failed(exc)
 
-    async def _acquire_locally(self, key_id: str, limits: Limits) -> Permit:
-        assert self._outage is not None
-        self._outage.local += 1
+    async def _acquire_locally(self, outage: _Outage, key_id: str, limits: Limits) -> Permit:
+        outage.local += 1
         return await self._local.acquire(key_id, limits)
 
-    def _failed(self, exc: RedisError) -> None:
+    def _failed(self, exc: RedisError) -> _Outage:
         now = self._clock()
         if self._outage is None:
             log.warning("rate limits: redis failed (%s); limiting per replica meanwhile", exc)
             self._outage = _Outage(retry_at=now + self._retry_s, since=now)
         else:
             self._outage.retry_at = now + self._retry_s
+        return self._outage
 
-    def _recovered(self) -> None:
-        assert self._outage is not None
-        took = self._clock() - self._outage.since
+    def _recovered(self, outage: _Outage) -> None:
         log.warning(
             "rate limits: redis is back after %.1f s; %d requests were limited per replica",
-            took,
-            self._outage.local,
+            self._clock() - outage.since,
+            outage.local,
         )
         self._outage = None
 

@@ -352,3 +352,23 @@ async def test_a_slow_redis_counts_as_down(redis_url: str, prefix: str):
     assert limiter._outage is not None
     await admin.aclose()
     await limiter.close()
+
+
+async def test_while_redis_is_out_one_request_at_a_time_asks_it_again(redis_url: str, prefix):
+    clock, limits = FakeClock(), Limits(requests_per_s=1_000)
+    limiter = RedisLimiter(redis_url, prefix, clock=clock, timeout_s=0.1, retry_s=1.0)
+    admin = aioredis.Redis.from_url(redis_url)
+    await admin.execute_command("CLIENT", "PAUSE", 1_000, "ALL")
+    await limiter.acquire("k", limits)  # timed out: failed over
+    clock.now += 1.0
+
+    async def timed() -> float:
+        started = time.monotonic()
+        await limiter.acquire("k", limits)
+        return time.monotonic() - started
+
+    took = await asyncio.gather(*(timed() for _ in range(20)))
+    assert sum(t >= 0.1 for t in took) == 1  # the others were decided locally, at once
+    await admin.execute_command("CLIENT", "UNPAUSE")
+    await admin.aclose()
+    await limiter.close()
