@@ -1,7 +1,8 @@
 """A fault-injecting stand-in for vLLM's OpenAI server, for load, chaos and fast tests.
 
-It is not an engine: it answers chat completions with a fixed text, streamed
-one word per event the way vLLM streams, and injects the faults it is told to
+It is not an engine: it answers chat completions with a fixed text (or, told to
+echo, with the last user message, as a model does when asked "Repeat after me"),
+streamed one word per event the way vLLM streams, and injects the faults it is told to
 (latency, a share of 5xx, failure mid-stream, silence). Wherever vLLM itself can
 run, the tests use vLLM. Given an `upstream`, it is a fault-injecting proxy
 instead: requests that survive the latency and 5xx faults go to the real server.
@@ -47,6 +48,7 @@ class Faults:
     waiting: float | None = None  # vLLM's queue and KV-cache gauges on /metrics
     kv_usage: float | None = None
     text: str = DEFAULT_TEXT
+    echo: bool = False  # answer with the last user message instead of `text`
     upstream: str | None = None  # proxy to this server instead of answering
     seed: int = 0
     rng: random.Random = field(init=False)
@@ -76,6 +78,12 @@ def _chunk(cid: str, model: str, delta: dict, finish: str | None = None) -> byte
         "choices": [choice],
     }
     return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+def _last_user_message(body: dict) -> str:
+    users = [m for m in body.get("messages", ()) if m.get("role") == "user"]
+    content = users[-1].get("content") if users else None
+    return content if isinstance(content, str) else ""
 
 
 async def _relay(upstream: str, body: dict) -> Response:
@@ -128,7 +136,8 @@ def create_standin(faults: Faults | None = None, seen: Seen | None = None) -> St
             return JSONResponse(error, status_code=faults.error_status)
         if faults.upstream:
             return await _relay(faults.upstream, body)
-        model, words = body["model"], faults.text.split(" ")
+        text = _last_user_message(body) if faults.echo else faults.text
+        model, words = body["model"], text.split(" ")
         usage = {
             "prompt_tokens": 10,
             "completion_tokens": len(words),
@@ -136,7 +145,7 @@ def create_standin(faults: Faults | None = None, seen: Seen | None = None) -> St
         }
         cid = f"chatcmpl-{random.getrandbits(64):x}"
         if not body.get("stream"):
-            message = {"role": "assistant", "content": faults.text}
+            message = {"role": "assistant", "content": text}
             choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
             return JSONResponse({
                 "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
@@ -258,6 +267,7 @@ def main() -> None:
     parser.add_argument("--token-delay", type=float, default=0.0)
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--words", type=int, help="answer with this many words instead")
+    parser.add_argument("--echo", action="store_true", help="answer with the last user message")
     parser.add_argument("--events-per-write", type=int, default=1)
     parser.add_argument("--upstream", help="proxy to this OpenAI-style server (e.g. vLLM)")
     args = parser.parse_args()
@@ -267,6 +277,7 @@ def main() -> None:
         token_delay=args.token_delay,
         error_rate=args.error_rate,
         events_per_write=args.events_per_write,
+        echo=args.echo,
     )
     if args.words:
         faults.text = " ".join(f"w{i}" for i in range(args.words))
