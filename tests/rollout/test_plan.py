@@ -1,8 +1,21 @@
-import pytest
-from pydantic import ValidationError
+import json
+import math
+import typing
 
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from rollout import plan as plan_module
 from rollout.plan import (
     DEFAULT_CHECKS,
+    MAX_ADAPTER_CHARS,
+    MAX_CHECKS,
+    MAX_MODEL_CHARS,
+    MAX_PLAN_BYTES,
+    MAX_QUERY_CHARS,
+    MAX_REASON_CHARS,
+    MAX_STEPS,
+    Check,
     Metric,
     PauseStep,
     RolloutPlan,
@@ -120,3 +133,111 @@ def test_invalid_plans_name_the_field_and_the_rule(fields, where, rule):
         plan(**fields)
     assert where in str(caught.value)
     assert rule in str(caught.value)
+
+
+# --- finite numbers and bounded sizes ---------------------------------------------------------
+
+VALID = {  # each model with a float field, as the smallest valid input
+    ShadowStep: {},
+    WeightStep: {"percent": 5},
+    Check: {"name": "q", "metric": "promql", "threshold": 1, "query": "up"},
+    RolloutPlan: {"route": "support", "candidate": CANDIDATE},
+}
+
+
+def float_fields(model: type[BaseModel]) -> list[str]:
+    return [
+        name
+        for name, field in model.model_fields.items()
+        if float in (field.annotation, *typing.get_args(field.annotation))
+    ]
+
+
+def test_every_model_with_a_float_field_is_covered():
+    models = [m for m in vars(plan_module).values() if isinstance(m, type)]
+    with_floats = {m for m in models if issubclass(m, BaseModel) and float_fields(m)}
+    assert with_floats == set(VALID)
+
+
+@pytest.mark.parametrize(
+    ("model", "field"), [(m, f) for m in VALID for f in float_fields(m)], ids=str
+)
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_every_float_field_takes_finite_numbers_only(model, field, value):
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate({**VALID[model], field: value})
+    (error,) = caught.value.errors()
+    assert (error["loc"], error["msg"]) == ((field,), "Input should be a finite number")
+
+
+@pytest.mark.parametrize("number", ["Infinity", "-Infinity", "NaN", "1e999"])
+def test_a_json_plan_with_a_number_json_cannot_hold_is_refused(number):
+    body = f'{{"route": "support", "candidate": {json.dumps(CANDIDATE)}, "confidence": {number}}}'
+    with pytest.raises(ValidationError, match="confidence\n  Input should be a finite number"):
+        RolloutPlan.model_validate_json(body)
+
+
+def weights(n: int) -> list[dict]:
+    return [{"kind": "weight", "percent": 100 * (i + 1) / n} for i in range(n)]
+
+
+def checks(n: int) -> list[dict]:
+    return [{"name": f"c{i}", "metric": "error_rate", "threshold": 0.1} for i in range(n)]
+
+
+def promql(query: str) -> list[dict]:
+    return [{"name": "q", "metric": "promql", "threshold": 1, "query": query}]
+
+
+@pytest.mark.parametrize(
+    ("field", "too_many", "where", "rule"),
+    [
+        ("steps", weights, "steps", f"at most {MAX_STEPS} items"),
+        ("checks", checks, "checks", f"at most {MAX_CHECKS} items"),
+        ("checks", lambda n: promql("u" * n), "checks.0.query", "at most 2000 characters"),
+        (
+            "steps",
+            lambda n: [{"kind": "pause", "reason": "r" * n}],
+            "steps.0.pause.reason",
+            "at most 500 characters",
+        ),
+        (
+            "candidate",
+            lambda n: {**CANDIDATE, "model": "m" * n},
+            "candidate.model",
+            "at most 256 characters",
+        ),
+        (
+            "candidate",
+            lambda n: {**CANDIDATE, "adapter": "/" * n},
+            "candidate.adapter",
+            "at most 1024 characters",
+        ),
+    ],
+    ids=["steps", "checks", "query", "reason", "model", "adapter"],
+)
+def test_sizes_are_bounded_at_the_limit(field, too_many, where, rule):
+    limit = {
+        "steps": MAX_STEPS,
+        "checks.0.query": MAX_QUERY_CHARS,
+        "checks": MAX_CHECKS,
+        "steps.0.pause.reason": MAX_REASON_CHARS,
+        "candidate.model": MAX_MODEL_CHARS,
+        "candidate.adapter": MAX_ADAPTER_CHARS,
+    }[where]
+    plan(**{field: too_many(limit)})  # at the limit: fine
+    with pytest.raises(ValidationError) as caught:
+        plan(**{field: too_many(limit + 1)})
+    assert where in str(caught.value)
+    assert rule in str(caught.value)
+
+
+def test_a_plan_at_every_limit_fits_in_the_bytes_allowed():
+    """The byte limit leaves room for every step and check allowed, each with its longest
+    reason, model and adapter (not every query at its longest: the bytes bound the whole)."""
+    largest = plan(
+        candidate={**CANDIDATE, "model": "m" * MAX_MODEL_CHARS, "adapter": "a" * MAX_ADAPTER_CHARS},
+        steps=[{"kind": "pause", "reason": "r" * MAX_REASON_CHARS}] * MAX_STEPS,
+        checks=checks(MAX_CHECKS),
+    )
+    assert len(largest.model_dump_json(exclude_defaults=True)) < MAX_PLAN_BYTES
