@@ -55,6 +55,7 @@ log = logging.getLogger("rollgate.limits")
 LEASE_S = 600.0
 TIMEOUT_S = 0.25  # on the hot path: a slower Redis is treated as a down one
 RETRY_S = 1.0  # after a failure, how long requests are limited locally before Redis is asked again
+MAX_CONNECTIONS = 32  # per replica: a burst of requests queues for them, not opens one each
 REFUSALS = (Limit.REQUESTS, Limit.TOKENS, Limit.CONCURRENT)  # the script's 1, 2, 3
 
 _BUCKETS = """
@@ -132,7 +133,8 @@ class _Outage:
 class RedisLimiter:
     """`Limiter` on one Redis server; replicas sharing `prefix` share every key's limits.
 
-    When Redis fails or is slower than `timeout_s`, requests are limited by this
+    When Redis fails or is slower than `timeout_s` (counting the wait for one of
+    `max_connections` connections), requests are limited by this
     replica alone (a `LocalLimiter`) for `retry_s`, then Redis is asked again.
     Failing closed would turn a Redis blip into an outage of the whole gateway;
     failing open to no limits would hand a hostile client everything while it
@@ -154,15 +156,19 @@ class RedisLimiter:
         lease_s: float = LEASE_S,
         timeout_s: float = TIMEOUT_S,
         retry_s: float = RETRY_S,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         if isinstance(url_or_client, str):
-            # No retries: a retry doubles the wait of a request that can be decided locally.
-            self._redis = redis.Redis.from_url(
+            pool = redis.BlockingConnectionPool.from_url(
                 url_or_client,
+                max_connections=max_connections,
+                timeout=timeout_s,  # waiting for a free connection
                 socket_timeout=timeout_s,
                 socket_connect_timeout=timeout_s,
+                # No retries: a retry doubles the wait of a request that can be decided locally.
                 retry=Retry(NoBackoff(), 0),
             )
+            self._redis = redis.Redis.from_pool(pool)
         else:
             self._redis = url_or_client
         self._owned = isinstance(url_or_client, str)
@@ -198,6 +204,11 @@ class RedisLimiter:
         if refused:
             raise rate_limited(REFUSALS[refused - 1], float(retry), limits)
         return _RedisPermit(self, keys, limits, permit_id) if limits.settles else UNCOUNTED
+
+    @property
+    def failed_over(self) -> bool:
+        """Whether requests are limited per replica now, Redis having failed."""
+        return self._outage is not None
 
     async def close(self) -> None:
         await asyncio.gather(*self._releases, return_exceptions=True)
