@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -352,3 +354,29 @@ async def test_a_controller_that_stalls_past_its_lease_decides_nothing(h: Harnes
     assert successor.leader
     assert (await h.rollout()).revision == before.revision  # a's evaluation was refused
     assert not h.controller._leading()
+
+
+async def test_a_source_answering_nan_is_no_data_and_the_evidence_stays_storable(
+    h: Harness,
+) -> None:
+    await h.service.apply(make_plan(), "alice")
+    h.source.by_role["shadow"] = replace(traffic(50), requests=math.nan)
+    await h.run_for(6)
+    rollout = await h.rollout()
+    assert rollout.last_verdict.status is Status.INCONCLUSIVE
+    assert "v2 (shadow): requests is not a finite number" in rollout.status.reason
+    assert rollout.evidence.attempt is None  # nothing measured was kept
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+async def test_a_promql_check_answering_inf_or_nan_has_no_data(h: Harness, value) -> None:
+    query = {"name": "ratio", "metric": "promql", "threshold": 0.1, "query": "x / y"}
+    await h.service.apply(make_plan(checks=[query]), "alice")
+
+    async def value_of(query, at):
+        return value
+
+    h.source.value = value_of
+    await h.run_for(6)
+    (result,) = (await h.rollout()).last_verdict.results
+    assert (result.status, result.reason) == (Status.INCONCLUSIVE, "the query returned no data")
