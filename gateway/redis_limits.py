@@ -140,10 +140,11 @@ class RedisLimiter:
     failing open to no limits would hand a hostile client everything while it
     lasts. Failed over, a key gets at most its limits on each replica. The
     failover and the return are logged, the return with how many requests were
-    decided locally. A release that fails is logged and dropped: its slot
-    frees at the end of its lease and its tokens go uncharged.
+    decided locally. A release that fails counts as Redis failing and is
+    dropped: its slot frees at the end of its lease, its tokens go uncharged.
 
-    `clock` drives only the failover (monotonic seconds); the limits run on Redis's.
+    `clock` (monotonic seconds) drives only the failover and its local limits;
+    the limits in Redis run on Redis's clock.
     A client passed in keeps its own timeouts and retries, and stays the caller's to close.
     """
 
