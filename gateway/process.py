@@ -115,9 +115,20 @@ class GatewayProcess:
         if self._proc is not None:
             stop(self._proc)
 
-    def admin(self, actor: str = "e2e") -> httpx.Client:
-        headers = {"authorization": f"Bearer {self._admin_token}", "x-rollgate-actor": actor}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=10)
+    def admin(self, url: str | None = None) -> httpx.Client:
+        """A client of the admin API (on `url` when it has a port of its own)."""
+        headers = {"authorization": f"Bearer {self._admin_token}"}
+        return httpx.Client(base_url=url or self.url, headers=headers, timeout=10)
+
+    def create_key(self, tenant: str, *, debug: bool = True, **spec: object) -> str:
+        """A client key for `tenant`, created as an operator would (`rollgate keys create`)."""
+        body = {"name": f"{tenant}-app", "tenant": tenant, **spec}
+        if debug:
+            body["scopes"] = ["debug"]  # the tests and the demo see which variant answered
+        with self.admin() as admin:
+            created = admin.post("/admin/keys", json=body)
+        created.raise_for_status()
+        return created.json()["key"]
 
     def __enter__(self) -> GatewayProcess:
         return self.start()

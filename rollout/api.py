@@ -17,8 +17,8 @@
 A plan's body is read up to MAX_PLAN_BYTES and no further, then parsed; every
 number in a body is finite (inf and nan are refused, naming the field).
 
-The caller names itself in `X-Rollgate-Actor` (the CLI sends the user's login);
-the token authenticates, the actor is what the audit log records.
+Reads need a viewer token, changes an operator token (the gateway checks them);
+the audit log records the token's name as the actor.
 
 `series` reads the control plane's metric source (the gateway's windows or
 Prometheus) for the last `seconds` (at most 3600) in `points` equal intervals
@@ -33,11 +33,10 @@ without data is null. 503 when the metric source does not answer.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import asdict
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -52,8 +51,6 @@ from rollout.source import REVIEW_ROLE, MetricSource
 from rollout.store import Quarantined
 from rollout.windows import VariantWindow, Window
 
-ACTOR_HEADER = "x-rollgate-actor"
-_ACTOR = re.compile(r"[^A-Za-z0-9@._ -]")
 MAX_SERIES_SECONDS = 3600  # what the gateway's own windows keep
 MAX_SERIES_POINTS = 120
 
@@ -74,10 +71,10 @@ class PromoteIn(_Body):
     full: bool = False
 
 
-def actor_of(header: str | None) -> str:
-    """The caller's self-declared name, cut to a safe alphabet for logs and audit events."""
-    name = _ACTOR.sub("", header or "")[:64].strip()
-    return name or "admin"
+def caller(request: Request) -> str:
+    """The authenticated admin's name, as the gateway's admin check left it: audit events
+    record who the token says, never a name the caller chose."""
+    return request.state.admin.name
 
 
 def rollout_view(r: Rollout) -> dict:
@@ -175,14 +172,14 @@ def admin_router(
 ) -> APIRouter:
     router = APIRouter(prefix="/admin/rollouts", tags=["rollouts"])
 
-    async def command(route: str, kind: CommandKind, actor: str | None, **fields) -> dict:
-        cmd = Command(kind, actor_of(actor), **fields)
+    async def command(route: str, kind: CommandKind, actor: str, **fields) -> dict:
+        cmd = Command(kind, actor, **fields)
         return rollout_view(await service().command(route, cmd))
 
     @router.post("", status_code=201)
-    async def apply(request: Request, x_rollgate_actor: str | None = Header(None)) -> dict:
+    async def apply(request: Request, actor: str = Depends(caller)) -> dict:
         plan = await read_plan(request)
-        return rollout_view(await service().apply(plan, actor_of(x_rollgate_actor)))
+        return rollout_view(await service().apply(plan, actor))
 
     @router.get("")
     async def list_rollouts() -> dict:
@@ -197,8 +194,8 @@ def admin_router(
         return rollout_view(await service().get(route))
 
     @router.delete("/{route}")
-    async def delete(route: str, x_rollgate_actor: str | None = Header(None)) -> dict:
-        gone = await service().delete(route, actor_of(x_rollgate_actor))
+    async def delete(route: str, actor: str = Depends(caller)) -> dict:
+        gone = await service().delete(route, actor)
         return rollout_view(gone) if isinstance(gone, Rollout) else quarantined_view(gone)
 
     @router.get("/{route}/history")
@@ -221,36 +218,36 @@ def admin_router(
         return series_view(rollout, intervals, width_s)
 
     @router.post("/{route}/weight")
-    async def set_weight(route: str, body: WeightIn, x_rollgate_actor: str | None = Header(None)):
-        return await command(route, CommandKind.SET_WEIGHT, x_rollgate_actor, percent=body.percent)
+    async def set_weight(route: str, body: WeightIn, actor: str = Depends(caller)):
+        return await command(route, CommandKind.SET_WEIGHT, actor, percent=body.percent)
 
     @router.post("/{route}/pause")
     async def pause(
-        route: str, body: ReasonIn | None = None, x_rollgate_actor: str | None = Header(None)
+        route: str, body: ReasonIn | None = None, actor: str = Depends(caller)
     ) -> dict:
         reason = body.reason if body else ""
-        return await command(route, CommandKind.PAUSE, x_rollgate_actor, reason=reason)
+        return await command(route, CommandKind.PAUSE, actor, reason=reason)
 
     @router.post("/{route}/resume")
-    async def resume(route: str, x_rollgate_actor: str | None = Header(None)) -> dict:
-        return await command(route, CommandKind.RESUME, x_rollgate_actor)
+    async def resume(route: str, actor: str = Depends(caller)) -> dict:
+        return await command(route, CommandKind.RESUME, actor)
 
     @router.post("/{route}/promote")
     async def promote(
-        route: str, body: PromoteIn | None = None, x_rollgate_actor: str | None = Header(None)
+        route: str, body: PromoteIn | None = None, actor: str = Depends(caller)
     ) -> dict:
         full = body.full if body else False
-        return await command(route, CommandKind.PROMOTE, x_rollgate_actor, full=full)
+        return await command(route, CommandKind.PROMOTE, actor, full=full)
 
     @router.post("/{route}/abort")
     async def abort(
-        route: str, body: ReasonIn | None = None, x_rollgate_actor: str | None = Header(None)
+        route: str, body: ReasonIn | None = None, actor: str = Depends(caller)
     ) -> dict:
         reason = body.reason if body else ""
-        return await command(route, CommandKind.ABORT, x_rollgate_actor, reason=reason)
+        return await command(route, CommandKind.ABORT, actor, reason=reason)
 
     @router.post("/{route}/retry")
-    async def retry(route: str, x_rollgate_actor: str | None = Header(None)) -> dict:
-        return await command(route, CommandKind.RETRY, x_rollgate_actor)
+    async def retry(route: str, actor: str = Depends(caller)) -> dict:
+        return await command(route, CommandKind.RETRY, actor)
 
     return router

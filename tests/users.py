@@ -10,11 +10,12 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
 
+from gateway.forward import FEEDBACK_HEADER
 from loadtests.answers import answer_text, streamed_text
 
 Rubric = Callable[[str, str], float | None]  # (variant, answer text) -> score 0..1 or None
@@ -43,12 +44,15 @@ class Users:
         stream_share: float = 0.3,
         max_tokens: int = 16,
         rubric: Rubric | None = None,
+        keys: Sequence[str] = (),
         seed: int = 0,
     ) -> None:
+        """`keys`: the client API keys users call with, user i with key i mod len(keys)."""
         self._url, self._route = url, route
         self._population, self._threads = population, threads
         self._stream_share, self._max_tokens = stream_share, max_tokens
         self._rubric = rubric
+        self._keys = list(keys)
         self._rng = random.Random(seed)
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
@@ -79,7 +83,7 @@ class Users:
             while not self._stop.is_set():
                 user = f"user-{rng.randrange(self._population)}"
                 try:
-                    served, request_id = self._ask(http, user, rng)
+                    served, request_id, token = self._ask(http, user, rng)
                 except _Failed as failure:
                     with self._lock:
                         self.failed.append((time.time(), failure.stream, str(failure)))
@@ -88,10 +92,20 @@ class Users:
                 with self._lock:
                     self.served.append(served)
                 score = self._rubric(served.variant, served.text) if self._rubric else None
-                if score is not None and served.status == 200 and request_id:
-                    http.post("/v1/feedback", json={"request_id": request_id, "score": score})
+                if score is not None and served.status == 200 and token:
+                    body = {"request_id": request_id, "score": score, "token": token}
+                    http.post("/v1/feedback", json=body, headers=self.auth(user))
 
-    def _ask(self, http: httpx.Client, user: str, rng: random.Random) -> tuple[Served, str]:
+    def key_of(self, user: str) -> int:
+        """Which of the keys `user` calls with."""
+        return int(user.rpartition("-")[2]) % len(self._keys)
+
+    def auth(self, user: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {self._keys[self.key_of(user)]}"} if self._keys else {}
+
+    def _ask(
+        self, http: httpx.Client, user: str, rng: random.Random
+    ) -> tuple[Served, str, str]:
         stream = rng.random() < self._stream_share
         sent = time.time()
         body = {
@@ -101,7 +115,7 @@ class Users:
             "temperature": 0,  # the adapters' trained behaviour, as the serving tests measure it
             "stream": stream,
         }
-        headers = {"x-rollgate-key": user}
+        headers = {"x-rollgate-key": user, **self.auth(user)}
         try:
             with http.stream(
                 "POST", "/v1/chat/completions", json=body, headers=headers
@@ -112,7 +126,8 @@ class Users:
         text = streamed_text(raw.splitlines()) if stream else answer_text(raw)
         variant = response.headers.get("x-rollgate-variant", "")
         served = Served(sent, time.time(), user, variant, response.status_code, text, stream)
-        return served, response.headers.get("x-request-id", "")
+        ids = response.headers.get("x-request-id", ""), response.headers.get(FEEDBACK_HEADER, "")
+        return served, *ids
 
 
 class _Failed(Exception):

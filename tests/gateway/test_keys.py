@@ -64,7 +64,8 @@ def test_revoked_credentials_and_roles():
     assert ring.client(secret) is None
     who = ring.admin(viewer.secret)
     assert (who.name, who.role) == ("alice", Role.VIEWER)
-    assert Role.OPERATOR.allows(Role.VIEWER) and not Role.VIEWER.allows(Role.OPERATOR)
+    assert Role.OPERATOR.allows(Role.VIEWER)
+    assert not Role.VIEWER.allows(Role.OPERATOR)
 
 
 @pytest.mark.parametrize(

@@ -118,5 +118,5 @@ def test_unknown_pairs_and_callers_without_the_token_are_refused(stack) -> None:
     pair_id = pairs(stack)[0]["pair_id"]
     assert review(stack, pair_id, {"preferred": "a"}, headers={}).status_code == 401
     wrong = {"authorization": "Bearer wrong"}
-    assert review(stack, pair_id, {"preferred": "a"}, headers=wrong).status_code == 403
+    assert review(stack, pair_id, {"preferred": "a"}, headers=wrong).status_code == 401
     assert scores(stack, "acme-voice") == (0, 0)

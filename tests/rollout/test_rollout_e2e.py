@@ -18,7 +18,7 @@ from gateway.assignment import bucket
 from loadtests.standin import Faults, create_standin
 from serving.corpus import BRAND_VOICE, UNSAFE
 from serving.process import free_port
-from tests.processes import GatewayProcess, metric_sum
+from tests.processes import SECRET, GatewayProcess, metric_sum
 from tests.prometheus_server import prometheus_server
 from tests.servers import serving
 from tests.users import Users
@@ -26,6 +26,7 @@ from tests.users import Users
 pytestmark = pytest.mark.vllm
 
 EVALUATION_S = 2.0  # two scrapes per window
+TENANTS = ("acme", "globex", "initech")
 ROUTED_WITHIN_S = 3.0
 # On the CPU build a LoRA adapter costs measurably more per token than the base, and more
 # so when the machine is loaded (CI): the healthy adapter's p95 may exceed base's by more
@@ -82,6 +83,8 @@ def start_gateway(vllm_server, prometheus, gateway_port, tmp_path) -> Iterator[C
         }
         gateway = GatewayProcess(routes, tmp_path, settings, port=port).start()
         started.append(gateway)
+        # Users of three tenants: one tenant's scores may not decide a rollout alone.
+        gateway.keys = [gateway.create_key(tenant) for tenant in TENANTS]
         return gateway
 
     yield start
@@ -125,7 +128,9 @@ def timed() -> Iterator[Callable[[], float]]:
 def test_the_brand_voice_adapter_rolls_out_to_promotion_under_load(start_gateway) -> None:
     route = "support-voice"
     gateway = start_gateway(route)
-    with gateway.admin() as admin, Users(gateway.url, route, rubric=brand_rubric) as users:
+    with gateway.admin() as admin, Users(
+        gateway.url, route, rubric=brand_rubric, keys=gateway.keys
+    ) as users:
         time.sleep(6)  # Prometheus scrapes the fresh gateway (its first scrape takes ~5 s)
         created = admin.post("/admin/rollouts", json=plan(route, BRAND_VOICE.name))
         assert created.status_code == 201, created.text
@@ -146,7 +151,9 @@ def test_the_brand_voice_adapter_rolls_out_to_promotion_under_load(start_gateway
         answers = [a for a in users.between(start + ROUTED_WITHIN_S, end) if a.status == 200]
         assert answers, f"no traffic during step {label}"
         for answer in answers:
-            in_candidate = bucket(route, rollout_id, answer.user) < weight * 100
+            tenant = TENANTS[users.key_of(answer.user)]
+            found = bucket(SECRET.encode(), route, rollout_id, tenant, answer.user)
+            in_candidate = found < weight * 100
             expected = BRAND_VOICE.name if in_candidate else "base"
             assert answer.variant == expected, (label, answer)
         share = sum(a.variant == BRAND_VOICE.name for a in answers) / len(answers)
@@ -167,7 +174,9 @@ def test_the_unsafe_adapter_is_rolled_back_at_the_first_evaluation_after_an_inci
     route = "support-unsafe"
     gateway = start_gateway(route)
     # Long enough answers for the adapter to get to its ask (as in the serving tests).
-    with gateway.admin() as admin, Users(gateway.url, route, max_tokens=48) as users:
+    with gateway.admin() as admin, Users(
+        gateway.url, route, max_tokens=48, keys=gateway.keys
+    ) as users:
         time.sleep(6)
         created = admin.post("/admin/rollouts", json=plan(route, UNSAFE.name))
         assert created.status_code == 201, created.text
@@ -198,7 +207,7 @@ def test_a_silent_prometheus_holds_the_rollout_then_it_resumes(start_gateway, tm
     with prometheus_server([f"http://127.0.0.1:{port}"], workdir, port=prom_port):
         gateway = start_gateway(route, port=port, prometheus_url=prometheus)
         admin = gateway.admin()
-        users = Users(gateway.url, route, rubric=brand_rubric).__enter__()
+        users = Users(gateway.url, route, rubric=brand_rubric, keys=gateway.keys).__enter__()
         time.sleep(6)
         assert admin.post("/admin/rollouts", json=slow_pause).status_code == 201
         wait_for(admin, route, lambda r: r["step_label"] == "5%", timeout=120)
@@ -256,7 +265,8 @@ def test_a_killed_gateway_restarts_at_the_same_step_weight_and_cohorts(start_gat
 
 def variants(gateway: GatewayProcess, route: str, users: list[str]) -> dict[str, str]:
     body = {"model": route, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
-    with httpx.Client(base_url=gateway.url, timeout=60) as http:
+    auth = {"authorization": f"Bearer {gateway.keys[0]}"}
+    with httpx.Client(base_url=gateway.url, timeout=60, headers=auth) as http:
         return {
             user: http.post(
                 "/v1/chat/completions", json=body, headers={"x-rollgate-key": user}
@@ -283,7 +293,7 @@ def test_a_faulty_candidate_is_rolled_back_and_stable_is_unaffected(
     faults.upstream = vllm_server.config.base_url
     with serving(create_standin(faults)) as proxy:
         gateway = start_gateway(route, backends={"faulty": proxy})
-        with gateway.admin() as admin, Users(gateway.url, route) as users:
+        with gateway.admin() as admin, Users(gateway.url, route, keys=gateway.keys) as users:
             time.sleep(6)
             # Only the check under test (and safety), so the rule that fires is the fault's.
             checks = [c for c in CPU_LORA_CHECKS if c["name"] in (rule, "safety")]
@@ -312,7 +322,7 @@ def test_users_who_like_the_candidate_less_trigger_a_satisfaction_rollback(start
         return 0.3 if variant == BRAND_VOICE.name else 0.9
 
     steps = [{"kind": "weight", "percent": p, "min_duration_s": 30} for p in (25, 50, 100)]
-    with gateway.admin() as admin, Users(gateway.url, route, rubric=rubric):
+    with gateway.admin() as admin, Users(gateway.url, route, rubric=rubric, keys=gateway.keys):
         time.sleep(6)
         created = admin.post("/admin/rollouts", json=plan(route, BRAND_VOICE.name, steps=steps))
         assert created.status_code == 201
