@@ -163,7 +163,7 @@ class RedisStore:
             return []  # LRANGE -0 -1 would read the whole list
         with _translated():
             found = await self._redis.lrange(self._key("events", route), -limit, -1)
-        return [event_from_json(json) for json in found]
+        return await asyncio.to_thread(lambda: [event_from_json(json) for json in found])
 
     async def changes(self) -> int:
         with _translated():

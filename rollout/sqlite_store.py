@@ -125,14 +125,16 @@ class SqliteStore:
     async def history(self, route: str, limit: int = 100) -> list[AuditEvent]:
         if limit <= 0:
             return []  # SQLite reads a negative LIMIT as no limit at all
-        rows = await self._run(
-            lambda db: db.execute(
-                "SELECT json FROM (SELECT id, json FROM events WHERE route = ?"
-                " ORDER BY id DESC LIMIT ?) ORDER BY id",
-                (route, limit),
-            ).fetchall()
+        return await self._run(
+            lambda db: [
+                event_from_json(json)
+                for (json,) in db.execute(
+                    "SELECT json FROM (SELECT id, json FROM events WHERE route = ?"
+                    " ORDER BY id DESC LIMIT ?) ORDER BY id",
+                    (route, limit),
+                )
+            ]
         )
-        return [event_from_json(json) for (json,) in rows]
 
     async def changes(self) -> int:
         row = await self._run(lambda db: db.execute("SELECT value FROM changes").fetchone())
