@@ -14,7 +14,6 @@ plan file (checked here, as the gateway will, naming each field it breaks);
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import sys
@@ -28,6 +27,7 @@ import httpx
 import yaml
 from pydantic import ValidationError
 
+from rollout import cli_credentials as credentials
 from rollout.plan import MAX_PLAN_BYTES, RolloutPlan
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
@@ -42,19 +42,20 @@ class CliError(Exception):
 
 
 class AdminClient:
-    def __init__(self, url: str, token: str | None, actor: str, transport=None) -> None:
-        headers = {"x-rollgate-actor": actor}
-        if token:
-            headers["authorization"] = f"Bearer {token}"
+    def __init__(self, url: str, token: str | None, transport=None) -> None:
+        # The token is who the audit log names: nothing else identifies the caller.
+        headers = {"authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(
             base_url=url.rstrip("/"), headers=headers, timeout=10.0, transport=transport
         )
 
     def call(self, method: str, path: str, body: Any = None, **params) -> dict:
+        """`path` under /admin/rollouts."""
+        return self.call_admin(method, f"/admin/rollouts{path}", body, **params)
+
+    def call_admin(self, method: str, path: str, body: Any = None, **params) -> dict:
         try:
-            response = self._http.request(
-                method, f"/admin/rollouts{path}", json=body, params=params
-            )
+            response = self._http.request(method, path, json=body, params=params)
         except httpx.HTTPError as exc:
             raise CliError(f"cannot reach {self._http.base_url}: {exc}", EXIT_UNREACHABLE) from exc
         try:
@@ -243,6 +244,8 @@ def run(args: argparse.Namespace, client: AdminClient, out) -> int:
             act(args.command)
         case "promote":
             act("promote", {"full": args.full})
+        case "keys" | "tokens":
+            credentials.run(args, client.call_admin, show)
         case "delete":
             deleted = client.call("DELETE", f"/{args.route}")
             if "rollout_id" in deleted:
@@ -285,13 +288,14 @@ def parser() -> argparse.ArgumentParser:
     promote = sub.add_parser("promote", help="go to the next step")
     promote.add_argument("route")
     promote.add_argument("--full", action="store_true", help="straight to 100%% and promoted")
+    credentials.add_parsers(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None, transport=None) -> int:
     args = parser().parse_args(argv)
     token = args.token or os.environ.get("ROLLGATE_ADMIN_TOKEN")
-    client = AdminClient(args.url, token, getpass.getuser(), transport)
+    client = AdminClient(args.url, token, transport)
     try:
         return run(args, client, sys.stdout)
     except CliError as exc:

@@ -12,10 +12,19 @@ A new key or token is printed once; only its hash is stored.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from typing import Any
 
 Call = Callable[..., dict]  # (method, path, body) -> the API's JSON answer
+
+
+def finite(text: str) -> float:
+    """A number argparse refuses (exit 2) when it is not finite: JSON cannot carry it."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -26,12 +35,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     create.add_argument("name")
     create.add_argument("--tenant", required=True)
     create.add_argument("--scope", action="append", default=[], choices=["debug"])
-    create.add_argument("--rps", type=float, help="requests per second")
-    create.add_argument("--burst", type=float, help="requests at once above the rate")
-    create.add_argument("--tpm", type=float, help="tokens per minute")
+    create.add_argument("--rps", type=finite, help="requests per second")
+    create.add_argument("--burst", type=finite, help="requests at once above the rate")
+    create.add_argument("--tpm", type=finite, help="tokens per minute")
     create.add_argument("--concurrent", type=int, help="requests in flight")
     create.add_argument(
-        "--max-candidate-percent", type=float, default=100.0,
+        "--max-candidate-percent", type=finite, default=100.0,
         help="the most of this key's users a candidate may serve (0: never)",
     )  # fmt: skip
     keys.add_parser("list", help="every key, without secrets")

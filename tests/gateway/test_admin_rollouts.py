@@ -345,3 +345,30 @@ def test_a_record_that_does_not_read_back_is_quarantined_and_deletable(
     assert last["kind"] == "deleted"
     assert f"unreadable rollout (revision 1) deleted by {last['actor']}: {why}" == last["reason"]
     assert cli("apply", "-f", str(plan_file))[0] == 0  # the route starts afresh
+
+
+def test_cli_creates_lists_and_revokes_keys_and_tokens(stack, cli) -> None:
+    code, out, _ = cli("keys", "create", "checkout", "--tenant", "acme", "--rps", "5")
+    assert code == 0
+    secret = out.split()[0]
+    chat = {"model": "support", "messages": [{"role": "user", "content": "hi"}]}
+    auth = {"authorization": f"Bearer {secret}"}
+    assert stack.http.post("/v1/chat/completions", json=chat, headers=auth).status_code == 200
+    code, out, _ = cli("-o", "json", "keys", "list")
+    (key,) = [k for k in json.loads(out)["keys"] if k["spec"]["name"] == "checkout"]
+    assert key["spec"]["requests_per_s"] == 5
+    assert secret not in out
+    assert cli("keys", "revoke", key["id"])[0] == 0
+    assert stack.http.post("/v1/chat/completions", json=chat, headers=auth).status_code == 401
+
+    code, out, _ = cli("tokens", "create", "alice", "--role", "viewer")
+    viewer = out.split()[0]
+    assert code == 0
+    code, _, err = cli("--token", viewer, "keys", "create", "x", "--tenant", "t")
+    assert (code, "403" in err) == (1, True)
+    assert cli("--token", viewer, "status")[0] == 0
+    with pytest.raises(SystemExit) as usage:
+        cli("keys", "create", "bad", "--tenant", "t", "--rps", "inf")
+    assert usage.value.code == 2
+    code, _, err = cli("keys", "create", "bad", "--tenant", "t", "--max-candidate-percent", "150")
+    assert (code, "max_candidate_percent" in err) == (1, True)
