@@ -222,9 +222,7 @@ def admin_router(
         return await command(route, CommandKind.SET_WEIGHT, actor, percent=body.percent)
 
     @router.post("/{route}/pause")
-    async def pause(
-        route: str, body: ReasonIn | None = None, actor: str = Depends(caller)
-    ) -> dict:
+    async def pause(route: str, body: ReasonIn | None = None, actor: str = Depends(caller)) -> dict:
         reason = body.reason if body else ""
         return await command(route, CommandKind.PAUSE, actor, reason=reason)
 
@@ -240,9 +238,7 @@ def admin_router(
         return await command(route, CommandKind.PROMOTE, actor, full=full)
 
     @router.post("/{route}/abort")
-    async def abort(
-        route: str, body: ReasonIn | None = None, actor: str = Depends(caller)
-    ) -> dict:
+    async def abort(route: str, body: ReasonIn | None = None, actor: str = Depends(caller)) -> dict:
         reason = body.reason if body else ""
         return await command(route, CommandKind.ABORT, actor, reason=reason)
 
