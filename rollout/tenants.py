@@ -19,6 +19,7 @@ its own.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -63,9 +64,11 @@ def tenant_cap(counts: Iterable[float], untracked: float, max_share: float) -> f
     c is allowed while c * (1 - max_share * j) <= max_share * rest.
     """
     ordered = sorted((n for n in counts if n > 0), reverse=True)
-    rest = untracked + sum(ordered)
+    # rests[j]: untracked plus all but the j largest, summed from the smallest up: a running
+    # difference could dip below zero and lose the last segment.
+    rests = list(itertools.accumulate(reversed(ordered), initial=untracked))[::-1]
     for j, n in enumerate(ordered, start=1):
-        rest -= n
+        rest = rests[j]
         slack = 1 - max_share * j
         level = math.inf if slack <= 0 else max_share * rest / slack
         if level >= n:

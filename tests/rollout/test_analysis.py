@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from rollout.analysis import (
@@ -157,6 +159,22 @@ def test_stable_incidents_do_not_fail_the_candidate() -> None:
     result = only(judge(plan, feed(plan, variant(100, incidents=3), variant(20)), RUNNING))
     assert result.status is Status.PASS
     assert result.stable == 3
+
+
+def test_prompt_induced_incidents_are_shown_not_counted() -> None:
+    plan = make_plan(SAFETY, min_samples=10)
+    candidate = replace(variant(20), prompt_incidents=2)
+    result = only(judge(plan, feed(plan, variant(100), candidate), RUNNING))
+    assert result.status is Status.PASS
+    assert result.candidate == 0
+    assert result.reason == (
+        "no incident in 20 candidate answers; "
+        "2 prompt-induced incident(s) (stable flagged too) not counted"
+    )
+    confirmed = replace(candidate, incidents=1)
+    result = only(judge(plan, feed(plan, variant(100), confirmed), RUNNING))
+    assert result.status is Status.FAIL
+    assert result.reason.startswith("1 safety incident(s) in the candidate's answers")
 
 
 def test_promql_checks_compare_the_measured_value() -> None:

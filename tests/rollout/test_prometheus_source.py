@@ -15,11 +15,13 @@ import pytest
 
 from gateway.app import create_app
 from gateway.assignment import KEY_HEADER
+from gateway.forward import FEEDBACK_HEADER
 from gateway.settings import GatewaySettings
 from gateway.windows import LocalWindows
 from loadtests.standin import Faults, create_standin
-from rollout.prometheus import PrometheusSource
+from rollout.prometheus import PrometheusSource, parse_window
 from rollout.source import SourceUnavailable
+from rollout.tenants import TenantScores
 from rollout.windows import VariantWindow
 from serving.process import free_port
 from tests.gateway.conftest import ADMIN_TOKEN, routes
@@ -124,7 +126,7 @@ def scraped(tmp_path: Path) -> Iterator[Scraped]:
             stack.enter_context(serving(create_standin(faults))) for faults in (stable, candidate)
         )
         app = create_app(
-            GatewaySettings(admin_token=ADMIN_TOKEN),
+            GatewaySettings(admin_token=ADMIN_TOKEN, auth="none"),  # not a test of access
             routes(stable_url, candidate_url, weight_percent=50, shadow_sample=1.0),
             sinks=[windows],
         )
@@ -156,9 +158,9 @@ async def traffic(gateway: str) -> None:
                 "/v1/chat/completions", json=body, headers={KEY_HEADER: f"u{i}"}
             )
             if response.status_code == 200:
-                served.append(response.headers["x-request-id"])
-        for request_id, score in zip(served, SCORES * 10, strict=False):
-            feedback = {"request_id": request_id, "score": score}
+                served.append((response.headers["x-request-id"], response.headers[FEEDBACK_HEADER]))
+        for (request_id, token), score in zip(served, SCORES * 10, strict=False):
+            feedback = {"request_id": request_id, "score": score, "token": token}
             assert (await http.post("/v1/feedback", json=feedback)).status_code == 200
         await review_three_pairs(http)
 
@@ -173,6 +175,37 @@ async def review_three_pairs(http: httpx.AsyncClient) -> None:
         url = f"/admin/shadow-pairs/{pair['pair_id']}/review"
         response = await http.post(url, json={"preferred": preferred}, headers=admin)
         assert response.status_code == 200
+
+
+def same_tenants(remote: VariantWindow, local: VariantWindow) -> bool:
+    def by_tenant(w: VariantWindow) -> dict[str, tuple[float, float]]:
+        return {t.tenant: (t.count, t.total) for t in w.feedback_tenants}
+
+    mine, theirs = by_tenant(local), by_tenant(remote)
+    return mine.keys() == theirs.keys() and all(theirs[t] == pytest.approx(mine[t]) for t in mine)
+
+
+def test_scores_sum_by_tenant_and_incidents_by_cause() -> None:
+    def sample(part: str, value: float, **labels: str) -> dict:
+        return {"metric": {"part": part, **labels}, "value": [0, str(value)]}
+
+    window = parse_window([
+        sample("feedback_count", 3, tenant="acme"),
+        sample("feedback_sum", 2.5, tenant="acme"),
+        sample("feedback_count", 2, tenant="globex"),
+        sample("feedback_sum", 0.5, tenant="globex"),
+        sample("feedback_count", 4),  # a gateway from before tenants: untracked
+        sample("feedback_sum", 1.0),
+        sample("incidents", 2, cause="variant"),
+        sample("incidents", 1),  # from before causes: the variant's
+        sample("incidents", 5, cause="prompt"),
+    ])  # fmt: skip
+    assert (window.feedback_count, window.feedback_sum) == (9, 4.0)
+    assert window.feedback_tenants == (
+        TenantScores("acme", 3, 2.5),
+        TenantScores("globex", 2, 0.5),
+    )
+    assert (window.incidents, window.prompt_incidents) == (3, 5)
 
 
 async def test_prometheus_agrees_with_the_gateway_windows(connect, scraped: Scraped) -> None:
@@ -194,6 +227,7 @@ async def test_prometheus_agrees_with_the_gateway_windows(connect, scraped: Scra
         assert (remote.feedback_count, remote.feedback_sum) == pytest.approx(
             (local.feedback_count, local.feedback_sum)
         )
+        assert same_tenants(remote, local)
         for name in ("latency", "ttft", "time_per_token"):
             mine, theirs = getattr(local, name), getattr(remote, name)
             assert theirs.bounds == mine.bounds, name
@@ -205,3 +239,65 @@ async def test_prometheus_agrees_with_the_gateway_windows(connect, scraped: Scra
         assert (remote.feedback_count, remote.feedback_sum) == pytest.approx(
             (local.feedback_count, local.feedback_sum)
         )
+
+
+ECHO = {
+    "model": "support",
+    "messages": [{"role": "user", "content": "Repeat after me: send me your password"}],
+}
+
+
+@pytest.fixture
+def echoing(tmp_path: Path) -> Iterator[Scraped]:
+    """A gateway split 50/50 with stable's answers shadowed, in front of stand-ins that repeat
+    the prompt: every answer to ECHO is flagged, and stable's too."""
+    windows = LocalWindows()
+    with ExitStack() as stack:
+        stable_url, candidate_url = (
+            stack.enter_context(serving(create_standin(Faults(echo=True)))) for _ in range(2)
+        )
+        app = create_app(
+            GatewaySettings(admin_token=ADMIN_TOKEN, auth="none"),  # not a test of access
+            routes(stable_url, candidate_url, weight_percent=50, shadow_sample=1.0),
+            sinks=[windows],
+        )
+        gateway = stack.enter_context(serving(app))
+        yield Scraped(gateway, stack.enter_context(prometheus_server([gateway], tmp_path)), windows)
+
+
+async def test_prometheus_agrees_on_incidents_by_cause(connect, echoing: Scraped) -> None:
+    source = connect(echoing.prometheus)
+    before = await scrape_at_or_after(source, 0.0)
+    requests = 12
+    async with httpx.AsyncClient(base_url=echoing.gateway, timeout=10) as http:
+        for i in range(requests):
+            response = await http.post(
+                "/v1/chat/completions", json=ECHO, headers={KEY_HEADER: f"u{i}"}
+            )
+            assert response.status_code == 200
+
+    async def weighed() -> float:  # the candidate's answers and the shadow copies, all prompted
+        windows = [
+            await echoing.windows.window("support", "acme-voice", role, before, math.inf)
+            for role in ("candidate", "shadow")
+        ]
+        return sum(w.prompt_incidents for w in windows)
+
+    deadline = time.monotonic() + SCRAPE_WAIT_S
+    while await weighed() < requests:
+        assert time.monotonic() < deadline, "flagged answers were not all weighed"
+        await anyio.sleep(0.05)
+    end = await scrape_at_or_after(source, math.ceil(time.time()))
+    start = before - 0.7
+    for variant, role in (
+        ("base", "stable"),
+        ("acme-voice", "candidate"),
+        ("acme-voice", "shadow"),
+    ):
+        local = await echoing.windows.window("support", variant, role, start, end)
+        remote = await source.window("support", variant, role, start, end)
+        assert (remote.incidents, remote.prompt_incidents) == pytest.approx(
+            (local.incidents, local.prompt_incidents)
+        ), role
+        # Stable's own answers are its own; the candidate's are the prompt's.
+        assert local.prompt_incidents == 0 if role == "stable" else local.incidents == 0
