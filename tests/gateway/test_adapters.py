@@ -129,7 +129,7 @@ def test_a_rolled_back_candidate_stays_loaded_until_the_rollout_is_deleted(fleet
     assert all(r.faults.models == [BASE] for r in stack.replicas)
     assert stack.admin("GET", "/support").status_code == 404
     last = stack.admin("GET", "/support/history").json()["events"][-1]
-    assert (last["kind"], last["actor"], last["from_phase"]) == ("deleted", "admin", "aborted")
+    assert (last["kind"], last["actor"], last["from_phase"]) == ("deleted", "bootstrap", "aborted")
 
 
 def test_an_active_rollout_cannot_be_deleted(fleet):
