@@ -82,7 +82,7 @@ class ExchangeSink(Protocol):
     """Where the `Recorder` sends what it learns: finished attempts, incidents and scores."""
 
     def record(self, exchange: Exchange) -> None:
-        """One finished attempt (its safety incident, if any, comes apart, once attributed)."""
+        """One finished attempt. A safety incident in it comes apart, to `incident`."""
         ...
 
     def incident(self, exchange: Exchange, cause: IncidentCause) -> None:

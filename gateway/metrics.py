@@ -217,6 +217,7 @@ class GatewayMetrics:
         for rule in self._safety_rules:
             for cause in IncidentCause:
                 self.safety.labels(*labels, rule, cause.value)
-        # Other tenants' series start at their first score (the key store knows them).
+        # Unauthenticated traffic's only: a keyed tenant's series starts at its first score,
+        # which increase() therefore misses (the tenants are not known here).
         self.feedback.labels(*labels, ANONYMOUS_TENANT)
         self._series(labels)

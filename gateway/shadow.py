@@ -135,7 +135,7 @@ def ask_again(
         attempt = Attempt(
             stable, Role.STABLE, backends[stable.backend], body.for_shadow(stable.model)
         )
-        x = Exchange("recheck", "", stable.name, Role.STABLE, clock())
+        x = Exchange("recheck", "", stable.name, Role.STABLE, clock())  # holds the answer only
         await exchange_whole(attempt, x, clock)
         return x.text if x.outcome is Outcome.OK else None
 

@@ -2,8 +2,9 @@
 
 Each simulated rollout runs the real `analysis` and `machine` over synthetic
 evaluation intervals (request counts, errors, latency histograms with the
-gateway's buckets, user scores) drawn for a stable and a candidate variant,
-through the plan 1% → 5% → 10% → 25% → 50% → 100%.
+gateway's buckets, user scores, by tenant where a scenario names tenants) drawn
+for a stable and a candidate variant, through the plan 1% → 5% → 10% → 25% →
+50% → 100%.
 
     .venv/bin/python -m loadtests.rollout_statistics --rollouts 1000
 
@@ -26,6 +27,7 @@ from gateway.metrics import LATENCY_BUCKETS
 from rollout.analysis import Evidence, Exposure, accumulate, judge
 from rollout.machine import Phase, decide, start, weight_bp
 from rollout.plan import RolloutPlan
+from rollout.tenants import TenantScores
 from rollout.traffic import FULL_WEIGHT_BP
 from rollout.windows import Histogram, VariantWindow, Window
 
@@ -46,6 +48,19 @@ class Scenario:
     name: str
     candidate: Behaviour
     stable: Behaviour = Behaviour()
+    # Each tenant's share of users' scores (summing to 1); none: scores are untracked, as
+    # from a source that does not know tenants, and no cap applies.
+    tenants: tuple[float, ...] = ()
+
+
+def zipf_shares(n: int) -> tuple[float, ...]:
+    """`n` tenants, the k-th largest holding a share proportional to 1/k."""
+    weights = [1 / k for k in range(1, n + 1)]
+    return tuple(w / sum(weights) for w in weights)
+
+
+HONEST_TENANTS = zipf_shares(20)  # the largest holds 28%: under the cap, nobody is capped
+ONE_BIG_TENANT = (0.6,) + (0.04,) * 10  # one tenant holds 60%: capped to half the evidence
 
 
 SCENARIOS = {
@@ -59,6 +74,27 @@ SCENARIOS = {
     ),
     "latency-1.2x": Scenario(
         "candidate at 1.2x the latency (the threshold)", Behaviour(latency_median_s=0.96)
+    ),
+    # Honest traffic from several tenants: the cap must not change false rollbacks.
+    "same-tenants": Scenario(
+        "candidate = stable, scores from 20 tenants (largest 28%)",
+        Behaviour(),
+        tenants=HONEST_TENANTS,
+    ),
+    "same-one-big-tenant": Scenario(
+        "candidate = stable, one tenant gives 60% of the scores",
+        Behaviour(),
+        tenants=ONE_BIG_TENANT,
+    ),
+    "satisfaction-10-tenants": Scenario(
+        "candidate 10 points less satisfying, scores from 20 tenants",
+        Behaviour(satisfaction=0.7),
+        tenants=HONEST_TENANTS,
+    ),
+    "satisfaction-10-one-big-tenant": Scenario(
+        "candidate 10 points less satisfying, one tenant gives 60% of the scores",
+        Behaviour(satisfaction=0.7),
+        tenants=ONE_BIG_TENANT,
     ),
 }
 
@@ -92,27 +128,47 @@ def _bucket_probabilities(b: Behaviour) -> np.ndarray:
 class _Traffic:
     """Draws one variant's facts for one interval."""
 
-    def __init__(self, b: Behaviour, rng: np.random.Generator) -> None:
+    def __init__(
+        self, b: Behaviour, rng: np.random.Generator, tenants: tuple[float, ...] = ()
+    ) -> None:
         self.b, self.rng, self.buckets = b, rng, _bucket_probabilities(b)
+        self.tenants = tenants
 
     def interval(self, requests: int) -> VariantWindow:
         errors = int(self.rng.binomial(requests, self.b.error_rate))
         answered = requests - errors
         latency = self.rng.multinomial(answered, self.buckets).astype(float)
         scored = int(self.rng.binomial(answered, self.b.feedback_rate))
+        by_tenant = self._by_tenant(scored)
+        if self.tenants:
+            good = sum(s.total for s in by_tenant)
+        else:  # drawn as before tenants were simulated: the same seed, the same figures
+            good = float(self.rng.binomial(scored, self.b.satisfaction))
         return VariantWindow(
             requests=requests,
             errors=errors,
             latency=Histogram(LATENCY_BUCKETS, tuple(latency)),
             feedback_count=scored,
-            feedback_sum=float(self.rng.binomial(scored, self.b.satisfaction)),
+            feedback_sum=good,
+            feedback_tenants=by_tenant,
+        )
+
+    def _by_tenant(self, scored: int) -> tuple[TenantScores, ...]:
+        if not self.tenants:
+            return ()
+        counts = self.rng.multinomial(scored, self.tenants)
+        return tuple(
+            TenantScores(f"t{i:02d}", float(n), float(self.rng.binomial(n, self.b.satisfaction)))
+            for i, n in enumerate(counts)
+            if n
         )
 
 
 def simulate(
     scenario: Scenario, rng: np.random.Generator, route_per_interval: int, max_intervals: int
 ) -> Result:
-    stable, candidate = _Traffic(scenario.stable, rng), _Traffic(scenario.candidate, rng)
+    stable = _Traffic(scenario.stable, rng, scenario.tenants)
+    candidate = _Traffic(scenario.candidate, rng, scenario.tenants)
     now = 0.0
     status, _ = start("sim", PLAN, now, "simulation")
     evidence, served_c, served, rule = Evidence(), 0.0, 0.0, None

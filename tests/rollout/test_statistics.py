@@ -18,8 +18,10 @@ def share(results, phase: Phase) -> float:
     return sum(r.phase is phase for r in results) / len(results)
 
 
-def test_a_healthy_candidate_is_rarely_rolled_back() -> None:
-    results = run(SCENARIOS["same"], ROLLOUTS, seed=1)
+@pytest.mark.parametrize("scenario", ["same", "same-tenants", "same-one-big-tenant"])
+def test_a_healthy_candidate_is_rarely_rolled_back(scenario: str) -> None:
+    """With scores from many tenants, or one holding 60% (capped to half), as without tenants."""
+    results = run(SCENARIOS[scenario], ROLLOUTS, seed=1)
     print(summary(results))
     assert share(results, Phase.ROLLED_BACK) <= 0.01
     assert share(results, Phase.PROMOTED) >= 0.98  # and it is not left waiting either
