@@ -5,6 +5,9 @@
 Each server runs in its own process (uvicorn, uvloop, httptools, one worker);
 the load comes from this process (aiohttp, closed loop). Everything shares the
 machine's cores, so compare figures taken in the same run: the ratios matter.
+The gateways run as deployed by default, with client keys on: each gets a key
+through its admin API and every request carries it (the direct requests too,
+so both sides send the same bytes); the overhead includes checking the key.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -32,6 +36,22 @@ BODY = {
 }
 
 
+def client_key(port: int, admin_token: str) -> str:
+    """A client key (no limits, no debug scope) created through a gateway's admin API."""
+    created = httpx.post(
+        f"http://127.0.0.1:{port}/admin/keys",
+        json={"name": "bench", "tenant": "bench"},
+        headers={"authorization": f"Bearer {admin_token}"},
+    )
+    created.raise_for_status()
+    return created.json()["key"]
+
+
+def request_headers(key: str | None) -> dict[str, str]:
+    auth = {"authorization": f"Bearer {key}"} if key else {}
+    return {"content-type": "application/json", **auth}
+
+
 def start(
     argv: list[str], port: int, health: str, env: dict[str, str] | None = None
 ) -> subprocess.Popen:
@@ -47,10 +67,12 @@ def start(
     raise RuntimeError(f"{argv} did not start")
 
 
-async def closed_loop(url: str, body: dict, concurrency: int, duration: float) -> list[float]:
+async def closed_loop(
+    url: str, body: dict, concurrency: int, duration: float, key: str | None = None
+) -> list[float]:
     latencies: list[float] = []
     payload = json.dumps(body).encode()
-    headers = {"content-type": "application/json"}
+    headers = request_headers(key)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         end = time.perf_counter() + duration
 
@@ -66,17 +88,16 @@ async def closed_loop(url: str, body: dict, concurrency: int, duration: float) -
     return latencies
 
 
-async def stream_events(url: str, duration: float) -> float:
+async def stream_events(url: str, duration: float, key: str | None = None) -> float:
     """Events per second relayed to one streaming client."""
     events = 0
     body = json.dumps({**BODY, "stream": True}).encode()
+    headers = request_headers(key)
     async with aiohttp.ClientSession() as session:
         end = time.perf_counter() + duration
         t0 = time.perf_counter()
         while time.perf_counter() < end:
-            async with session.post(
-                url, data=body, headers={"content-type": "application/json"}
-            ) as r:
+            async with session.post(url, data=body, headers=headers) as r:
                 async for chunk in r.content.iter_any():
                     events += chunk.count(b"\n\n")
         return events / (time.perf_counter() - t0)
@@ -121,6 +142,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     args = parser.parse_args()
     d = args.duration
+    admin_token = secrets.token_urlsafe(24)  # this run's bootstrap operator token
     procs = []
     try:
         up_port = free_port()
@@ -143,36 +165,39 @@ def main() -> None:
             port = free_port()
             routes = routes_file(f"http://127.0.0.1:{upstream}", shadow)
             argv = ["-m", "gateway", "--routes", str(routes), "--port", str(port)]
-            # As deployed by default: the embedded control plane on, its state its own.
-            state = {"ROLLGATE_STATE": str(routes.parent / "state.db")}
-            procs.append(start(argv, port, "/healthz", state))
-            gateways[name] = (port, procs[-1].pid)
+            # As deployed by default: the embedded control plane on, its state its own,
+            # client keys required.
+            env = {"ROLLGATE_STATE": str(routes.parent / "state.db"), "ROLLGATE_AUTH": "keys",
+                   "ROLLGATE_ADMIN_TOKEN": admin_token}  # fmt: skip
+            procs.append(start(argv, port, "/healthz", env))
+            gateways[name] = (port, procs[-1].pid, client_key(port, admin_token))
 
         def url(port: int) -> str:
             return f"http://127.0.0.1:{port}/v1/chat/completions"
 
         direct, via = url(up_port), url(gateways["gateway"][0])
-        asyncio.run(closed_loop(via, BODY, 8, 1.0))  # warm-up
+        _, gateway_pid, key = gateways["gateway"]
+        asyncio.run(closed_loop(via, BODY, 8, 1.0, key))  # warm-up
         rows = []
-        gateway_pid = gateways["gateway"][1]
         for c in (1, 32):
-            a = asyncio.run(closed_loop(direct, BODY, c, d))
+            a = asyncio.run(closed_loop(direct, BODY, c, d, key))
             cpu_before = cpu_seconds(gateway_pid)
-            b = asyncio.run(closed_loop(via, BODY, c, d))
+            b = asyncio.run(closed_loop(via, BODY, c, d, key))
             cpu_per_request = (cpu_seconds(gateway_pid) - cpu_before) / len(b)
             rows.append((c, a, b, cpu_per_request))
         shadow_runs = []
         for _ in range(2):
-            off = asyncio.run(closed_loop(via, BODY, 1, d / 2))
-            on = asyncio.run(closed_loop(url(gateways["gateway+shadow"][0]), BODY, 1, d / 2))
+            shadowing, _, shadow_key = gateways["gateway+shadow"]
+            off = asyncio.run(closed_loop(via, BODY, 1, d / 2, key))
+            on = asyncio.run(closed_loop(url(shadowing), BODY, 1, d / 2, shadow_key))
             shadow_runs.append((statistics.median(off) * 1000, statistics.median(on) * 1000))
-        sse = {
-            per_write: (
-                asyncio.run(stream_events(url(port), d)),
-                asyncio.run(stream_events(url(gateways[f"gateway-sse-{per_write}"][0]), d)),
+        sse = {}
+        for per_write, port in long_ports.items():
+            relay, _, relay_key = gateways[f"gateway-sse-{per_write}"]
+            sse[per_write] = (
+                asyncio.run(stream_events(url(port), d, relay_key)),
+                asyncio.run(stream_events(url(relay), d, relay_key)),
             )
-            for per_write, port in long_ports.items()
-        }
 
         # The gateway shares 2 cores with the load and the upstream: its CPU time
         # per request says what one worker with a core to itself would serve.
@@ -197,7 +222,7 @@ def main() -> None:
                 f"SSE events/s, {per_write} per upstream write: direct {direct_eps:,.0f}, "
                 f"via gateway {via_eps:,.0f} ({via_eps / direct_eps:.2f})"
             )
-        print(f"gateway RSS after the run: {rss_mib(gateways['gateway'][1]):.0f} MiB")
+        print(f"gateway RSS after the run: {rss_mib(gateway_pid):.0f} MiB")
     finally:
         for proc in procs:
             proc.terminate()

@@ -11,9 +11,10 @@ both. Measured in one run, so the figures share the machine's state:
    from its `/health` answering 200 to the first request a gateway sends it
    (the pool's probe interval bounds it, default 2 s).
 
-Everything shares the machine's cores: on 2 cores the load generator, the
-stand-ins and the gateways compete, so the ratio says what one more gateway
-process buys on the same cores, not on a node of its own.
+Each gateway requires client keys, as by default: it gets one through its admin
+API and the load sends it. Everything shares the machine's cores: on 2 cores
+the load generator, the stand-ins and the gateways compete, so the ratio says
+what one more gateway process buys on the same cores, not on a node of its own.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +30,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from loadtests.bench_gateway import BODY, closed_loop, cpu_seconds, start
+from loadtests.bench_gateway import BODY, client_key, closed_loop, cpu_seconds, start
 from serving.process import free_port
 
 CONCURRENCY = 32
@@ -44,12 +46,13 @@ def pool_routes(upstreams: list[int], workdir: Path) -> Path:
     return path
 
 
-async def split_load(ports: list[int], duration: float) -> float:
-    """Requests per second over all `ports`, CONCURRENCY users shared evenly among them."""
-    each = CONCURRENCY // len(ports)
+async def split_load(gateways: dict[int, str], duration: float) -> float:
+    """Requests per second over all gateways (port: client key), CONCURRENCY users
+    shared evenly among them."""
+    each = CONCURRENCY // len(gateways)
     runs = await asyncio.gather(*(
-        closed_loop(f"http://127.0.0.1:{p}/v1/chat/completions", BODY, each, duration)
-        for p in ports
+        closed_loop(f"http://127.0.0.1:{p}/v1/chat/completions", BODY, each, duration, key)
+        for p, key in gateways.items()
     ))  # fmt: skip
     return sum(len(r) for r in runs) / duration
 
@@ -74,11 +77,19 @@ def main() -> None:
             argv = ["-m", "loadtests.standin", "--port", str(port)]
             procs[f"upstream{i}"] = start(argv, port, "/health")
         routes = pool_routes(upstreams, workdir)
-        gateways = [free_port(), free_port()]
-        for i, port in enumerate(gateways):
+        admin_token = secrets.token_urlsafe(24)  # this run's bootstrap operator token
+        gateways: dict[int, str] = {}  # port: its client key
+        for i, port in enumerate((free_port(), free_port())):
             argv = ["-m", "gateway", "--routes", str(routes), "--port", str(port)]
-            env = {"ROLLGATE_CONTROL_PLANE": "false"}  # throughput of the data plane alone
+            # Throughput of the data plane alone, client keys on as by default: each
+            # replica keeps its keys in a SQLite file of its own (one key store per file).
+            env = {"ROLLGATE_CONTROL_PLANE": "false", "ROLLGATE_AUTH": "keys",
+                   "ROLLGATE_STATE": str(workdir / f"gateway{i}.db"),
+                   "ROLLGATE_ADMIN_TOKEN": admin_token}  # fmt: skip
             procs[f"gateway{i}"] = start(argv, port, "/readyz", env)
+            gateways[port] = client_key(port, admin_token)
+        alone = min(gateways)
+        first = {alone: gateways[alone]}  # one gateway on its own
 
         asyncio.run(split_load(gateways, 1.0))  # warm-up
         rounds = []
@@ -96,7 +107,7 @@ def main() -> None:
             return rps, used
 
         for _ in range(2):
-            one, _ = busy(split_load(gateways[:1], args.duration))
+            one, _ = busy(split_load(first, args.duration))
             two, used = busy(split_load(gateways, args.duration))
             rounds.append((one, two, used))
         print(f"throughput at concurrency {CONCURRENCY}, stand-in pool of 2 replicas:")
@@ -113,7 +124,7 @@ def main() -> None:
             procs[victim].wait()
 
             async def load_while_down() -> None:
-                await split_load(gateways[:1], 3.0)
+                await split_load(first, 3.0)
 
             asyncio.run(load_while_down())
             argv = ["-m", "loadtests.standin", "--port", str(upstreams[1])]
@@ -121,8 +132,9 @@ def main() -> None:
             back = time.monotonic()
 
             async def until_served(back: float) -> float:
-                url = f"http://127.0.0.1:{gateways[0]}/v1/chat/completions"
-                load = asyncio.create_task(closed_loop(url, BODY, 2, 30.0))
+                [(port, key)] = first.items()
+                url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                load = asyncio.create_task(closed_loop(url, BODY, 2, 30.0, key))
                 try:
                     while requests_seen(upstreams[1]) == 0:
                         assert time.monotonic() - back < 30, "the replica got no request"

@@ -4,13 +4,21 @@ Each request comes from one end user of a fixed population, named in
 `x-rollgate-key`, so the gateway's sticky split keeps that user on one variant
 for the whole run. A share of requests stream. After an answer a share of users
 score it by a fixed rubric (`answers.rubric_score`: they prefer the brand voice)
-through `/v1/feedback`. Locust's statistics are kept per variant: each request
-is named after the variant the gateway says answered it (`x-rollgate-variant`),
-e.g. `chat [acme-voice]` and `stream [base]`; a streamed request's time runs to
-the end of the stream, not to its first byte.
+through `/v1/feedback`, with the answer's `x-rollgate-feedback-token`. Locust's
+statistics are kept per variant: each request is named after the variant the
+gateway says answered it (`x-rollgate-variant`, shown to keys with the debug
+scope; `-` otherwise), e.g. `chat [acme-voice]` and `stream [base]`; a streamed
+request's time runs to the end of the stream, not to its first byte.
 
-    locust -f loadtests/locustfile.py --config loadtests/profiles/headless.conf \\
-        --host http://127.0.0.1:8080
+Client API keys: `ROLLGATE_KEYS` (or `--keys`) holds comma-separated keys, as
+`rollgate keys create NAME --tenant T --scope debug` prints them; end user i
+calls with key i mod their number, answers and scores alike. Give keys of at
+least three tenants: the satisfaction check counts no tenant for more than half
+its evidence, so one tenant's scores cannot promote a rollout. Without keys the
+users send no `authorization` (a gateway with `ROLLGATE_AUTH=none`).
+
+    ROLLGATE_KEYS=rg-...,rg-...,rg-... locust -f loadtests/locustfile.py \\
+        --config loadtests/profiles/headless.conf --host http://127.0.0.1:8080
 
 Profiles: `profiles/headless.conf` (tests, the demo: a few users, no web UI) and
 `profiles/gpu-cluster.conf` (a real GPU deployment behind the gateway).
@@ -40,8 +48,16 @@ def _options(parser) -> None:
     group.add_argument("--max-tokens", type=int, default=24)
     group.add_argument("--temperature", type=float, default=0.0)
     group.add_argument(
-        "--api-key", default="", env_var="ROLLGATE_API_KEY", help="sent as a bearer key"
+        "--keys",
+        default="",
+        env_var="ROLLGATE_KEYS",
+        help="client API keys, comma-separated: user i calls with key i mod their number",
     )
+
+
+def bearer_keys(keys: str) -> list[str]:
+    """The `authorization` values of comma-separated client keys, blanks skipped."""
+    return [f"Bearer {k.strip()}" for k in keys.split(",") if k.strip()]
 
 
 class ChatUser(HttpUser):
@@ -50,8 +66,11 @@ class ChatUser(HttpUser):
     def on_start(self) -> None:
         options = self.environment.parsed_options
         self.rng = random.Random()
-        if options.api_key:
-            self.client.headers["authorization"] = f"Bearer {options.api_key}"
+        self.bearers = bearer_keys(options.keys)
+
+    def auth(self, user: int) -> dict[str, str]:
+        """The end user's key: user i calls with key i mod their number."""
+        return {"authorization": self.bearers[user % len(self.bearers)]} if self.bearers else {}
 
     @task
     def chat(self) -> None:
@@ -64,12 +83,13 @@ class ChatUser(HttpUser):
             "temperature": options.temperature,
             "stream": stream,
         }
-        user = f"user-{self.rng.randrange(options.population)}"
+        user = self.rng.randrange(options.population)
+        auth = self.auth(user)
         kind = "stream" if stream else "chat"
         with self.client.post(
             "/v1/chat/completions",
             json=body,
-            headers={"x-rollgate-key": user},
+            headers={"x-rollgate-key": f"user-{user}", **auth},
             stream=stream,
             catch_response=True,
             name=kind,
@@ -85,9 +105,7 @@ class ChatUser(HttpUser):
                 response.failure(f"HTTP {response.status_code}")
                 return
             request_id = response.headers.get("x-request-id")
-        if request_id and self.rng.random() < options.feedback_share:
-            self.client.post(
-                "/v1/feedback",
-                json={"request_id": request_id, "score": rubric_score(text)},
-                name="feedback",
-            )
+            token = response.headers.get("x-rollgate-feedback-token")
+        if request_id and token and self.rng.random() < options.feedback_share:
+            body = {"request_id": request_id, "score": rubric_score(text), "token": token}
+            self.client.post("/v1/feedback", json=body, headers=auth, name="feedback")

@@ -5,8 +5,9 @@
 1. builds (or reuses) the tiny model and its LoRA adapters, starts real vLLM
    (CPU build) with the base and two adapters, and a gateway on the embedded
    default (SQLite state, the gateway's own metric windows);
-2. starts locust users: chat completions, some streamed, sticky user keys,
-   feedback by a rubric that prefers the brand voice;
+2. creates client keys of three tenants through the admin API, as an operator
+   would, and starts locust users with them: chat completions, some streamed,
+   sticky user keys, feedback by a rubric that prefers the brand voice;
 3. rolls out the brand-voice adapter, shadow -> 5 -> 10 -> 25 -> 50 -> 100% ->
    promoted, with live progress;
 4. rolls out the bad adapter (it asks users for their password): the safety
@@ -48,6 +49,9 @@ TERMINAL = ("promoted", "rolled_back", "aborted")
 EXPECTED = {BRAND_VOICE.name: "promoted", UNSAFE.name: "rolled_back"}
 POLL_S = 0.5
 AFTERMATH_POLLS = 10
+# The users' tenants: the satisfaction check counts no tenant for more than half
+# its evidence, so the users call with keys of three (user i with key i mod 3).
+TENANTS = ("acme", "globex", "initech")
 SERIES_WIDTH_S = 5  # per-variant figures per 5 s: a few dozen answers each
 MAX_POINTS = 120  # what the series endpoint allows
 
@@ -169,9 +173,13 @@ def demo(args: argparse.Namespace) -> DemoResult:
         log.info(
             "gateway on %s; watch at %s/console (token in %s)", gateway.url, gateway.url, token
         )
-        users = stack.enter_context(LocustLoad(gateway.url, run_dir, users=args.users, route=ROUTE))
+        keys = [gateway.create_key(tenant) for tenant in TENANTS]  # debug scope: variants shown
+        log.info("created client keys for tenants %s (debug scope)", ", ".join(TENANTS))
+        users = stack.enter_context(
+            LocustLoad(gateway.url, run_dir, users=args.users, route=ROUTE, keys=keys)
+        )
         log.info("%d locust users are sending chat completions (log: %s)", args.users, users.log)
-        admin = stack.enter_context(gateway.admin(actor="demo"))
+        admin = stack.enter_context(gateway.admin())
         wait_for_traffic(admin, timeout=120)
         board = Board()
         for candidate in (BRAND_VOICE.name, UNSAFE.name):

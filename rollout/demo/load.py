@@ -1,15 +1,19 @@
 """The demo's application users: locust, headless, as a child process.
 
-Locust runs `loadtests/locustfile.py` with the headless profile. It runs in its
-own session (a Ctrl-C reaches only the demo, which stops locust in order); on
-SIGTERM locust stops its users and writes its per-variant figures as CSV.
+Locust runs `loadtests/locustfile.py` with the headless profile, calling with
+the client keys it is given (in its environment as `ROLLGATE_KEYS`, never on its
+command line, which any local user can read). It runs in its own session (a
+Ctrl-C reaches only the demo, which stops locust in order); on SIGTERM locust
+stops its users and writes its per-variant figures as CSV.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +34,15 @@ class UserFigures:
 
 
 class LocustLoad:
-    def __init__(self, host: str, workdir: Path, *, users: int, route: str) -> None:
+    def __init__(
+        self, host: str, workdir: Path, *, users: int, route: str, keys: Sequence[str]
+    ) -> None:
         self._command = [
             sys.executable, "-m", "locust", "--config", str(PROFILE), "--host", host,
             "--users", str(users), "--spawn-rate", str(users), "--route", route,
             "--csv", str(workdir / "locust"), "--only-summary",
         ]  # fmt: skip
+        self._env = {**os.environ, "ROLLGATE_KEYS": ",".join(keys)}
         self._stats = workdir / "locust_stats.csv"
         self.log = workdir / "locust.log"
         self._proc: subprocess.Popen | None = None
@@ -43,7 +50,11 @@ class LocustLoad:
     def __enter__(self) -> LocustLoad:
         with self.log.open("ab") as out:
             self._proc = subprocess.Popen(
-                self._command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                self._command,
+                env=self._env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         return self
 

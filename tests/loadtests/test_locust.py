@@ -16,6 +16,7 @@ pytestmark = pytest.mark.vllm
 ROUTE = "support"
 RUN_S = 25
 USERS = 3
+TENANTS = ("acme", "globex", "initech")
 
 
 def test_the_headless_profile_drives_both_variants_streams_and_scores(
@@ -34,7 +35,8 @@ def test_the_headless_profile_drives_both_variants_streams_and_scores(
     env = {"ROLLGATE_STATE": str(tmp_path / "state.db")}
     with GatewayProcess(routes, tmp_path, env) as gateway, gateway.admin() as admin:
         assert admin.post("/admin/rollouts", json=plan).status_code == 201
-        with LocustLoad(gateway.url, tmp_path, users=USERS, route=ROUTE) as users:
+        keys = [gateway.create_key(tenant) for tenant in TENANTS]
+        with LocustLoad(gateway.url, tmp_path, users=USERS, route=ROUTE, keys=keys) as users:
             time.sleep(RUN_S)
             assert users.running(), (tmp_path / "locust.log").read_text()[-2000:]
         metrics = httpx.get(f"{gateway.url}/metrics").text
@@ -68,3 +70,10 @@ def test_the_headless_profile_drives_both_variants_streams_and_scores(
         metrics, "rollgate_feedback_score_sum", route=ROUTE, variant="base"
     ) / metric_sum(metrics, "rollgate_feedback_score_count", route=ROUTE, variant="base")
     assert brand_mean > base_mean + 0.2  # the rubric: brand voice 1.0, plain 0.7
+    # Every tenant's key was used (user i calls with key i mod 3), and none was refused.
+    for tenant in TENANTS:
+        assert (
+            metric_sum(metrics, "rollgate_client_requests_total", tenant=tenant, outcome="admitted")
+            > 0.1 * answers
+        ), (tenant, answers)
+    assert metric_sum(metrics, "rollgate_client_requests_total", outcome="unauthorized") == 0
