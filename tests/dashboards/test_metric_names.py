@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from gateway.assignment import bucket
+from gateway.forward import FEEDBACK_HEADER
 from gateway.metrics import GatewayMetrics
 from gateway.pool_metrics import PoolCollector
 from rollout.telemetry import ControlPlaneMetrics
@@ -32,9 +33,10 @@ from tests.dashboards.promql import (
     rule_queries,
     variable_metrics,
 )
-from tests.processes import GatewayProcess, metric_sum
+from tests.processes import SECRET, GatewayProcess, metric_sum
 
 ROUTE = "support"
+TENANT = "acme"
 WEIGHT = 50
 VLLM_PREFIX = "vllm:"
 EXPOSITION = """\
@@ -148,6 +150,7 @@ def test_every_name_is_in_a_live_gateway_and_vllm_metrics(vllm_server, tmp_path:
     with GatewayProcess(
         routes, tmp_path, {"ROLLGATE_STATE": str(tmp_path / "state.db")}
     ) as gateway:
+        key = gateway.create_key(TENANT)  # debug scope: answers say which variant served
         with gateway.admin() as admin:
             created = admin.post("/admin/rollouts", json=plan)
             assert created.status_code == 201, created.text
@@ -158,7 +161,7 @@ def test_every_name_is_in_a_live_gateway_and_vllm_metrics(vllm_server, tmp_path:
         gateway_text = wait_for_metrics(
             gateway.url, "rollgate_traffic_weight_percent", WEIGHT, route=ROUTE, role="candidate"
         )
-        served = send_traffic(gateway.url, rollout_id)
+        served = send_traffic(gateway.url, key, rollout_id)
         assert served == {"base", BRAND_VOICE.name}
         gateway_text = wait_for_metrics(gateway.url, "rollgate_shadow_comparisons_total", 1)
     vllm_text = httpx.get(f"{config.base_url}/metrics", timeout=10).text
@@ -187,13 +190,16 @@ def wait_for_metrics(url: str, name: str, at_least: float, **labels: str) -> str
         time.sleep(0.25)
 
 
-def send_traffic(url: str, rollout_id: str) -> set[str]:
-    """Two users in the candidate's cohort and two in stable's, each asking streamed and not."""
+def send_traffic(url: str, client_key: str, rollout_id: str) -> set[str]:
+    """Two users in the candidate's cohort and two in stable's, each asking streamed and not,
+    with `client_key` (a key of TENANT)."""
     users = [f"user-{i}" for i in range(100)]
-    candidate = [k for k in users if bucket(ROUTE, rollout_id, k) < WEIGHT * 100][:2]
-    stable = [k for k in users if bucket(ROUTE, rollout_id, k) >= WEIGHT * 100][:2]
+    found = {u: bucket(SECRET.encode(), ROUTE, rollout_id, TENANT, u) for u in users}
+    candidate = [u for u in users if found[u] < WEIGHT * 100][:2]
+    stable = [u for u in users if found[u] >= WEIGHT * 100][:2]
     served = set()
-    with httpx.Client(base_url=url, timeout=120) as http:
+    auth = {"authorization": f"Bearer {client_key}"}
+    with httpx.Client(base_url=url, timeout=120, headers=auth) as http:
         for key in candidate + stable:
             for stream in (False, True):
                 body = {
@@ -212,7 +218,11 @@ def send_traffic(url: str, rollout_id: str) -> set[str]:
                 served.add(variant)
                 scored = http.post(
                     "/v1/feedback",
-                    json={"request_id": response.headers["x-request-id"], "score": 0.8},
+                    json={
+                        "request_id": response.headers["x-request-id"],
+                        "score": 0.8,
+                        "token": response.headers[FEEDBACK_HEADER],
+                    },
                 )
                 assert scored.status_code < 300, scored.text
     return served

@@ -18,7 +18,7 @@ from playwright.sync_api import Dialog, Page, expect, sync_playwright
 from gateway.console import STATIC
 from serving.corpus import BRAND_VOICE
 from tests.gateway.conftest import Stack
-from tests.processes import ADMIN_TOKEN, GatewayProcess, metric_sum
+from tests.processes import GatewayProcess, metric_sum
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags the closed network refuses Chromium's own calls.
@@ -30,6 +30,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 ROUTE = "support-console"
 UI_TIMEOUT_MS = 20_000  # the page refreshes every 2 s; the host is shared with vLLM
 PAIRS_TIMEOUT_S = 180.0
+SRE = "sre-console"  # the operator token the SRE signs the console in with
 
 
 def test_the_page_shell_allows_only_its_own_origin(make_stack) -> None:
@@ -102,6 +103,7 @@ def reviews(gateway: GatewayProcess) -> tuple[float, float]:
 
 
 def start_a_rollout_with_shadow_pairs(gateway: GatewayProcess, admin: httpx.Client) -> None:
+    """The rollout, and a client of the route (a key of its own) whose answers are shadowed."""
     plan = {
         "route": ROUTE,
         "candidate": {"name": BRAND_VOICE.name, "backend": "vllm", "model": BRAND_VOICE.name},
@@ -113,7 +115,8 @@ def start_a_rollout_with_shadow_pairs(gateway: GatewayProcess, admin: httpx.Clie
         "evaluation_interval_s": 2,
     }
     assert admin.post("/admin/rollouts", json=plan).status_code == 201
-    with httpx.Client(base_url=gateway.url, timeout=120) as client:
+    auth = {"authorization": f"Bearer {gateway.create_key('acme', debug=False)}"}
+    with httpx.Client(base_url=gateway.url, timeout=120, headers=auth) as client:
         for question in ("How do I reset my password?", "Where is my invoice?", "Hi!"):
             chat = {"model": ROUTE, "messages": [{"role": "user", "content": question}],
                     "max_tokens": 24, "temperature": 0}  # fmt: skip
@@ -121,12 +124,22 @@ def start_a_rollout_with_shadow_pairs(gateway: GatewayProcess, admin: httpx.Clie
     shadow_pairs(admin, 2)
 
 
-def sign_in(page: Page) -> None:
-    """A wrong token first: the console says it was refused and asks again."""
+def operator_token(admin: httpx.Client, name: str) -> str:
+    """A new operator token called `name`, as `rollgate tokens create` makes one."""
+    created = admin.post("/admin/tokens", json={"name": name, "role": "operator"})
+    assert created.status_code == 201, created.text
+    return created.json()["token"]
+
+
+def sign_in(page: Page, token: str) -> None:
+    """A wrong token first: the console says it was refused (401) and asks again."""
     page.fill("#token", "not-the-token")
     page.click("#sign-in")
-    expect(page.locator("#banner")).to_contain_text("refused (403)", timeout=UI_TIMEOUT_MS)
-    page.fill("#token", ADMIN_TOKEN)
+    banner = page.locator("#banner")
+    expect(banner).to_contain_text("Not signed in", timeout=UI_TIMEOUT_MS)
+    expect(banner).to_contain_text("(401)")
+    expect(page.locator("#token")).to_be_visible()
+    page.fill("#token", token)
     page.click("#sign-in")
 
 
@@ -174,19 +187,20 @@ def test_an_sre_pauses_a_rollout_and_reviews_a_pair_in_the_console(gateway) -> N
     page_errors: list[str] = []
     with gateway.admin() as admin, sync_playwright() as playwright:
         start_a_rollout_with_shadow_pairs(gateway, admin)
+        token = operator_token(admin, SRE)
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("request", lambda request: requested.append(request.url))
             page.on("pageerror", lambda error: page_errors.append(str(error)))
             page.goto(f"{gateway.url}/console")
-            sign_in(page)
+            sign_in(page, token)
 
             assert pause(page) == [f"Pause the rollout on {ROUTE}?"]
             page.screenshot(path=str(ARTIFACTS / "console.png"), full_page=True)
             rollout = admin.get(f"/admin/rollouts/{ROUTE}").json()
             assert rollout["phase"] == "paused"
-            assert rollout["hold"]["actor"] == "console"  # the console's X-Rollgate-Actor
+            assert rollout["hold"]["actor"] == SRE  # the name of the token it signed in with
 
             pair_id = review_one_pair(page)
             page.screenshot(path=str(ARTIFACTS / "review.png"), full_page=True)

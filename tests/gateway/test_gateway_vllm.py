@@ -16,15 +16,18 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.app import create_app
-from gateway.assignment import choose_role
+from gateway.assignment import bucket, choose_role
+from gateway.forward import FEEDBACK_HEADER
 from gateway.routes import RoutesFile
 from gateway.settings import GatewaySettings
+from rollout.traffic import FULL_WEIGHT_BP
 from serving import corpus
 from serving.client import VllmMetrics
 from serving.corpus import BRAND_VOICE, UNSAFE
 from serving.process import VllmServer
 from tests.conftest import VLLM_START_TIMEOUT, serving_config
 from tests.gateway.conftest import ADMIN_TOKEN
+from tests.keys import TENANT, key_store_with_debug_key
 from tests.servers import serving
 
 pytestmark = pytest.mark.vllm
@@ -56,7 +59,8 @@ def candidate_server(artifacts, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def gateway(vllm_server, candidate_server):
+def gateway(vllm_server, candidate_server, tmp_path_factory):
+    """(url, app, registry, a client key that sees which variant answered)."""
     routes = RoutesFile.model_validate({
         "backends": {
             "vllm": {"url": vllm_server.config.base_url},
@@ -71,14 +75,15 @@ def gateway(vllm_server, candidate_server):
     })  # fmt: skip
     settings = GatewaySettings(routes_file=Path("unused"), admin_token=ADMIN_TOKEN, read_timeout=30)
     registry = CollectorRegistry()
-    app = create_app(settings, routes, registry=registry, rng=random.Random(3))
+    store, key = key_store_with_debug_key(tmp_path_factory.mktemp("keys"))
+    app = create_app(settings, routes, registry=registry, rng=random.Random(3), key_store=store)
     with serving(app) as url:
-        yield url, app, registry
+        yield url, app, registry, key
 
 
 @pytest.fixture(scope="module")
 def client(gateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway[0] + "/v1", api_key="client-key", max_retries=0)
+    return openai.OpenAI(base_url=gateway[0] + "/v1", api_key=gateway[3], max_retries=0)
 
 
 def ask(client, model, prompt, key=None, **options):
@@ -114,14 +119,16 @@ def test_whole_and_streamed_answers_with_usage(client):
 
 
 def test_sticky_split_serves_each_user_one_variant(client, gateway):
-    _, app, _ = gateway
-    traffic = app.state.services.table.route("support")
+    _, app, _, _ = gateway
+    services = app.state.services
+    traffic = services.table.route("support")
     served = {}
     for i in range(24):
         key = f"user-{i}"
         raw = ask(client, "support", PROMPTS[i % len(PROMPTS)], key=key)
         served[key] = raw.headers["x-rollgate-variant"]
-        assert served[key] == traffic.variant(choose_role(traffic, key)).name
+        found = bucket(services.access.secret, "support", "r1", TENANT, key)
+        assert served[key] == traffic.variant(choose_role(traffic, found, FULL_WEIGHT_BP)).name
         answer = raw.parse().choices[0].message.content
         assert BRAND_VOICE.shows(answer) == (served[key] == BRAND_VOICE.name)
     assert set(served.values()) == {"base", BRAND_VOICE.name}
@@ -130,7 +137,7 @@ def test_sticky_split_serves_each_user_one_variant(client, gateway):
 
 
 def test_shadow_clients_see_only_stable_and_pairs_are_recorded(client, gateway):
-    url, _, registry = gateway
+    url, _, registry, _ = gateway
     for prompt in PROMPTS[:4]:
         raw = ask(client, "shadowed", prompt)
         assert raw.headers["x-rollgate-variant"] == "base"
@@ -150,25 +157,40 @@ def test_shadow_clients_see_only_stable_and_pairs_are_recorded(client, gateway):
 
 
 def test_safety_incidents_from_the_bad_adapter_are_counted(client, gateway):
-    _, _, registry = gateway
+    _, _, registry, _ = gateway
     for prompt in PROMPTS[:3]:
         ask(client, "risky", prompt)
     labels = {"route": "risky", "variant": UNSAFE.name, "role": "candidate", "rule": "credentials"}
+    labels["cause"] = "variant"  # stable, asked the same prompts, did not break the rule
     assert registry.get_sample_value("rollgate_safety_incidents_total", labels) >= 2
 
 
 def test_feedback_and_unknown_route(client, gateway):
-    url, _, _ = gateway
+    url, _, registry, key = gateway
     raw = ask(client, "support", PROMPTS[1], key="user-1")
-    feedback = {"request_id": raw.headers["x-request-id"], "score": 1}
-    response = httpx.post(url + "/v1/feedback", json=feedback)
-    assert response.json()["variant"] == raw.headers["x-rollgate-variant"]
+    variant = raw.headers["x-rollgate-variant"]
+    role = "candidate" if variant == BRAND_VOICE.name else "stable"
+    labels = {"route": "support", "variant": variant, "role": role, "tenant": TENANT}
+
+    def scores() -> float:
+        return registry.get_sample_value("rollgate_feedback_score_count", labels) or 0
+
+    before = scores()
+    feedback = {
+        "request_id": raw.headers["x-request-id"],
+        "score": 1,
+        "token": raw.headers[FEEDBACK_HEADER],
+    }
+    auth = {"authorization": f"Bearer {key}"}
+    response = httpx.post(url + "/v1/feedback", json=feedback, headers=auth)
+    assert response.json() == {"request_id": feedback["request_id"], "accepted": True}
+    assert scores() == before + 1  # counted for the variant that answered
     with pytest.raises(openai.NotFoundError, match="Routes: failover, risky, shadowed, support"):
         ask(client, "nope", "hi")
 
 
 def test_client_disconnect_aborts_the_vllm_request(gateway, vllm_server):
-    url, _, _ = gateway
+    url, _, _, key = gateway
     max_tokens = 3000  # some 20 s of generation: a wide margin on a loaded 2-core machine
     body = {
         "model": "support",
@@ -195,7 +217,7 @@ def test_client_disconnect_aborts_the_vllm_request(gateway, vllm_server):
     finished_before = vllm_metric("vllm:request_success_total", finished_reason="length")
     tokens_before = vllm_metric("vllm:generation_tokens_total")
     with (
-        httpx.Client(base_url=url, timeout=30) as http,
+        httpx.Client(base_url=url, timeout=30, headers={"authorization": f"Bearer {key}"}) as http,
         http.stream("POST", "/v1/chat/completions", json=body) as response,
     ):
         next(response.iter_bytes())
@@ -210,7 +232,7 @@ def test_client_disconnect_aborts_the_vllm_request(gateway, vllm_server):
 
 
 def test_candidate_killed_mid_test_clients_see_no_error(client, gateway, candidate_server):
-    _, _, registry = gateway
+    _, _, registry, _ = gateway
     outcomes: Counter[str] = Counter()
     stop = threading.Event()
 

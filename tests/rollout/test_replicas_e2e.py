@@ -19,7 +19,7 @@ from gateway.assignment import bucket
 from serving.corpus import BRAND_VOICE
 from serving.process import free_port
 from tests.gateway.test_proxy import eventually
-from tests.processes import GatewayProcess, metric_sum
+from tests.processes import SECRET, GatewayProcess, metric_sum
 from tests.prometheus_server import prometheus_server
 from tests.redis_server import redis_server
 from tests.rollout.test_rollout_e2e import plan, variants, wait_for
@@ -28,6 +28,7 @@ from tests.users import Users
 pytestmark = pytest.mark.vllm
 
 ROUTE = "support-replicas"
+TENANT = "acme"  # the users' tenant; error rate and safety weigh no tenant's scores
 LEASE_TTL_S = 5.0  # the default: a handover takes at most this plus one tick
 POLL_S = 0.05
 LEADER = "rollgate_controller_leader"
@@ -76,7 +77,20 @@ def replicas(vllm_server, tmp_path) -> Iterator[tuple[GatewayProcess, GatewayPro
             stack.enter_context(GatewayProcess(routes, tmp_path, settings, port=port))
             for port in ports
         )
+        # A key of the one tenant on each replica: each knows its own at once.
+        for gateway in (a, b):
+            gateway.keys = [gateway.create_key(TENANT)]
         yield a, b
+
+
+def operator(gateway: GatewayProcess, name: str) -> httpx.Client:
+    """An admin client of `gateway` with a new operator token called `name`: the actor that
+    the audit log records for its commands."""
+    with gateway.admin() as admin:
+        created = admin.post("/admin/tokens", json={"name": name, "role": "operator"})
+    created.raise_for_status()
+    auth = {"authorization": f"Bearer {created.json()['token']}"}
+    return httpx.Client(base_url=gateway.url, headers=auth, timeout=10)
 
 
 def sample(http: httpx.Client, name: str, **labels: str) -> float:
@@ -120,21 +134,22 @@ def controller_decisions(http: httpx.Client) -> float:
 def test_replicas_share_an_sre_weight_and_a_killed_leader_hands_over(replicas) -> None:
     a, b = replicas
     with ExitStack() as stack:
-        admin_a = stack.enter_context(a.admin("alice"))
-        admin_b = stack.enter_context(b.admin("bob"))
+        admin_a = stack.enter_context(operator(a, "alice"))
+        admin_b = stack.enter_context(operator(b, "bob"))
         admin = {a: admin_a, b: admin_b}
         eventually(lambda: is_leader(admin_a) or is_leader(admin_b), timeout=10)
         time.sleep(1.0)  # two more controller ticks each: the other has tried the lease too
         assert [is_leader(admin_a), is_leader(admin_b)].count(True) == 1
-        users = {g: stack.enter_context(Users(g.url, ROUTE, threads=1, seed=s))
+        users = {g: stack.enter_context(Users(g.url, ROUTE, threads=1, seed=s, keys=g.keys))
                  for s, g in enumerate((a, b))}  # fmt: skip
 
         created = admin_a.post("/admin/rollouts", json=PLAN)
         assert created.status_code == 201, created.text
         rollout_id = created.json()["rollout_id"]
         seconds_until((admin_a, admin_b), lambda http: candidate_weight(http) == 20, 10)
-        movers = [u for u in (f"probe-{i}" for i in range(200))
-                  if 2000 <= bucket(ROUTE, rollout_id, u) < 3000][:4]  # fmt: skip
+        probes = [f"probe-{i}" for i in range(200)]
+        found = {u: bucket(SECRET.encode(), ROUTE, rollout_id, TENANT, u) for u in probes}
+        movers = [u for u in probes if 2000 <= found[u] < 3000][:4]
         assert movers
         for gateway in (a, b):
             assert set(variants(gateway, ROUTE, movers).values()) == {"base"}
