@@ -40,6 +40,7 @@ class Fleet:
     replicas: list[VllmServer]
     gateways: list[GatewayProcess]
     admin: httpx.Client
+    keys: list[str]  # a client key for each gateway's users, made on that gateway
 
 
 @pytest.fixture
@@ -83,7 +84,9 @@ def fleet(artifacts: Artifacts, tmp_path) -> Iterator[Fleet]:
                 timeout=60,
             )
         )
-        yield Fleet(replicas, gateways, admin)
+        # Error rate and safety only: one tenant's users suffice.
+        keys = [gateway.create_key("acme") for gateway in gateways]
+        yield Fleet(replicas, gateways, admin, keys)
 
 
 def served_by(replica: VllmServer) -> float:
@@ -129,8 +132,10 @@ def test_two_replicas_two_gateways_a_rollout_a_killed_replica(fleet: Fleet, arti
     # in BENCHMARKS.md); stand-in replicas that are equal share 8 users evenly
     # (tests/gateway/test_pools.py).
     with ExitStack() as steady:
-        for i, g in enumerate(fleet.gateways):
-            steady.enter_context(Users(g.url, ROUTE, threads=1, max_tokens=8, seed=10 + i))
+        for i, (g, key) in enumerate(zip(fleet.gateways, fleet.keys, strict=True)):
+            steady.enter_context(
+                Users(g.url, ROUTE, threads=1, max_tokens=8, seed=10 + i, keys=[key])
+            )
         before = [served_by(r) for r in fleet.replicas]
         time.sleep(15)
         shares = [served_by(r) - b for r, b in zip(fleet.replicas, before, strict=True)]
@@ -141,9 +146,9 @@ def test_two_replicas_two_gateways_a_rollout_a_killed_replica(fleet: Fleet, arti
     with ExitStack() as users_running:
         users = [
             users_running.enter_context(
-                Users(g.url, ROUTE, threads=3, stream_share=0.2, max_tokens=8, seed=i)
+                Users(g.url, ROUTE, threads=3, stream_share=0.2, max_tokens=8, seed=i, keys=[key])
             )
-            for i, g in enumerate(fleet.gateways)
+            for i, (g, key) in enumerate(zip(fleet.gateways, fleet.keys, strict=True))
         ]
 
         # The controller loads the adapter on both replicas, then the rollout runs to the end.
