@@ -74,10 +74,20 @@ def attempts_for(
 
 
 def shadow_job(
-    services: Services, traffic: RouteTraffic, role: Role, body: ChatBody, request_id: str
+    services: Services,
+    traffic: RouteTraffic,
+    role: Role,
+    body: ChatBody,
+    request_id: str,
+    client: Client,
 ) -> ShadowJob | None:
-    """A mirrored copy for the candidate, queued; None when not sampled or dropped."""
+    """A mirrored copy for the candidate, queued; None when not sampled or dropped.
+
+    A key that opted out of candidates (blast radius 0) has none of its prompts mirrored.
+    """
     if role is not Role.STABLE or traffic.candidate is None or traffic.shadow_sample <= 0:
+        return None
+    if client.max_candidate_bp == 0:
         return None
     if services.rng.random() >= traffic.shadow_sample:
         return None
@@ -131,7 +141,7 @@ async def chat_completions(request: Request, client: Client) -> ForwardResponse:
     traffic = find_route(services, body.model)
     role = assign(services, traffic, client, body, request.headers.get(KEY_HEADER))
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    job = shadow_job(services, traffic, role, body, request_id)
+    job = shadow_job(services, traffic, role, body, request_id, client)
     recorder = services.recorder
     if role is Role.CANDIDATE:  # its flagged answers are weighed against stable's
         ask = ask_again(traffic.stable, services.backends, body, services.clock)

@@ -4,6 +4,7 @@ client would, against an in-process gateway over loopback."""
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -88,6 +89,19 @@ def test_a_key_that_opts_out_of_canaries_always_gets_stable(make_stack):
     for user in range(20):
         answer = chat(stack, opted_out, **{"x-rollgate-key": f"user-{user}"})
         assert answer.headers["x-rollgate-variant"] == "base"
+
+
+def test_an_opted_out_keys_prompts_are_not_mirrored_to_the_candidate(make_stack):
+    stack = make_stack(shadow_sample=1.0)
+    opted_out, other = create_key(stack, max_candidate_percent=0), create_key(stack)
+    for _ in range(5):
+        assert chat(stack, opted_out).status_code == 200
+    assert stack.candidate_seen.bodies == []
+    assert chat(stack, other).status_code == 200
+    deadline = time.monotonic() + 5
+    while not stack.candidate_seen.bodies:
+        assert time.monotonic() < deadline, "the other key's request was never mirrored"
+        time.sleep(0.02)
 
 
 def test_request_limits_answer_429_with_retry_after(make_stack):
