@@ -41,6 +41,7 @@ class Exchange:
     last_token_at: float | None = None
     token_gaps: list[float] = field(default_factory=list)
     output_tokens: int | None = None
+    input_tokens: int | None = None  # the prompt's, from usage: a key's tokens per minute
     finish_reason: str | None = None
     text_parts: list[str] = field(default_factory=list)
     ended: float | None = None

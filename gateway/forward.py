@@ -75,8 +75,10 @@ def summarise(x: Exchange, content: bytes) -> None:
         if choice.message is not None and choice.message.content is not None:
             x.text_parts.append(choice.message.content)
         x.finish_reason = choice.finish_reason or x.finish_reason
-    if completion.usage is not None and completion.usage.completion_tokens is not None:
-        x.output_tokens = completion.usage.completion_tokens
+    if completion.usage is not None:
+        x.input_tokens = completion.usage.prompt_tokens
+        if completion.usage.completion_tokens is not None:
+            x.output_tokens = completion.usage.completion_tokens
 
 
 async def exchange_whole(attempt: Attempt, x: Exchange, clock: Clock) -> tuple[int, bytes, str]:
@@ -213,9 +215,10 @@ class ForwardResponse(Response):
 
     @property
     def tokens_used(self) -> int:
-        """Tokens of the attempt that answered last, as its usage said (0 when unknown)."""
+        """Prompt and completion tokens of the attempt that answered last, as its usage said
+        (0 when unknown)."""
         x = self._current
-        return (x.output_tokens or 0) if x is not None else 0
+        return (x.input_tokens or 0) + (x.output_tokens or 0) if x is not None else 0
 
     def _public(self, attempt: Attempt, data: bytes) -> bytes:
         if self.public_model is None or not data:
@@ -302,8 +305,10 @@ class ForwardResponse(Response):
                 x.finish(now, Outcome.ERROR, 200, "stream_error")
             elif event.chunk is not None:
                 chunk = event.chunk
-                if chunk.usage is not None and chunk.usage.completion_tokens is not None:
-                    x.output_tokens = chunk.usage.completion_tokens
+                if chunk.usage is not None:
+                    x.input_tokens = chunk.usage.prompt_tokens
+                    if chunk.usage.completion_tokens is not None:
+                        x.output_tokens = chunk.usage.completion_tokens
                 if self.strip_usage and event.is_usage_only:
                     continue
                 for choice in chunk.choices or ():

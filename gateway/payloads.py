@@ -15,6 +15,7 @@ import msgspec
 
 
 class Usage(msgspec.Struct):
+    prompt_tokens: int | None = None
     completion_tokens: int | None = None
 
 

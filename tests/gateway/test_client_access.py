@@ -115,6 +115,22 @@ def test_request_limits_answer_429_with_retry_after(make_stack):
     assert chat(stack, create_key(stack)).status_code == 200  # other keys are not held back
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_tokens_per_minute_count_prompt_and_completion_after_the_answer(make_stack, stream):
+    stack = make_stack()
+    # The stand-in's answers use 10 prompt and 11 completion tokens: one answer puts a key
+    # with 20 tokens a minute into debt, and it waits for the bucket to refill.
+    frugal = create_key(stack, tokens_per_min=20)
+    body = {**CHAT, "stream": stream}
+    auth = bearer(frugal)
+    assert stack.http.post("/v1/chat/completions", json=body, headers=auth).status_code == 200
+    refused = stack.http.post("/v1/chat/completions", json=body, headers=auth)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "tokens_per_minute"
+    # 1 token of debt at a third of a token a second: completion tokens alone would be none.
+    assert int(refused.headers["retry-after"]) == 3
+
+
 def test_feedback_needs_the_answers_token_and_counts_once(make_stack):
     stack = make_stack()
     secret = create_key(stack)
