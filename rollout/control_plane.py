@@ -27,10 +27,9 @@ from rollout.api import admin_router
 from rollout.controller import Controller, TrafficSync
 from rollout.fleet import NO_FLEET, Fleet
 from rollout.machine import AuditEvent
-from rollout.record import Rollout
 from rollout.service import Clock, RolloutService, Topology
 from rollout.source import MetricSource
-from rollout.store import Lease, RolloutStore
+from rollout.store import Lease, Listing, RolloutStore
 from rollout.telemetry import ControlPlaneMetrics
 from rollout.traffic import RouteTraffic, TrafficPlan
 from rollout.webhooks import Webhooks
@@ -84,9 +83,9 @@ class ControlPlane:
         backends: frozenset[str],
         fleet: Fleet = NO_FLEET,
     ) -> None:
-        def show(plan: TrafficPlan, rollouts: list[Rollout]) -> None:
+        def show(plan: TrafficPlan, listing: Listing) -> None:
             publish(plan)
-            self.metrics.show(rollouts)
+            self.metrics.show(listing.rollouts, (q.route for q in listing.quarantined))
             if plan.routes != self._routes:  # most writes only add evidence
                 self._routes = plan.routes
                 self.metrics.routed_at.set_to_current_time()

@@ -27,7 +27,7 @@ from rollout.plan import Metric, ShadowStep
 from rollout.record import Rollout, non_finite, traffic_plan
 from rollout.service import Clock, OnChange
 from rollout.source import REVIEW_ROLE, MetricSource, SourceUnavailable
-from rollout.store import Lease, Quarantined, RolloutStore
+from rollout.store import Lease, Listing, Quarantined, RolloutStore
 from rollout.traffic import TrafficPlan
 from rollout.windows import Window
 
@@ -248,7 +248,7 @@ class TrafficSync:
         self,
         store: RolloutStore,
         base: TrafficPlan,
-        publish: Callable[[TrafficPlan, list[Rollout]], None],
+        publish: Callable[[TrafficPlan, Listing], None],
         fleet: Fleet = NO_FLEET,
     ) -> None:
         self._store, self._base, self._publish = store, base, publish
@@ -271,7 +271,7 @@ class TrafficSync:
             plan = traffic_plan(self._base, rollouts, self._version)
             # Adapters first: no replica gets requests for one it has not loaded.
             await self._fleet.follow(plan, rollouts)
-            self._publish(plan, rollouts)
+            self._publish(plan, listing)
             self._seen = changes  # only now: a refresh that failed is tried again
 
     def _report(self, quarantined: Sequence[Quarantined]) -> None:

@@ -40,6 +40,11 @@ class ControlPlaneMetrics:
             ("route", "kind", "by"),
             registry=registry,
         )
+        self.quarantined = gauge(
+            "rollout_quarantined",
+            "1 for a route whose stored rollout does not read back (served by its stable).",
+            ("route",),
+        )
         self.leader = gauge("controller_leader", "1 while this replica's controller leads.", ())
         self.routed_at = gauge(
             "routing_published_timestamp_seconds",
@@ -47,9 +52,12 @@ class ControlPlaneMetrics:
             (),
         )
 
-    def show(self, rollouts: Iterable[Rollout]) -> None:
-        for family in (self.phase, self.step, self.weight, self.check):
+    def show(self, rollouts: Iterable[Rollout], quarantined: Iterable[str] = ()) -> None:
+        """The rollouts routed by, and the routes whose record is quarantined."""
+        for family in (self.phase, self.step, self.weight, self.check, self.quarantined):
             family.clear()
+        for route in quarantined:
+            self.quarantined.labels(route).set(1)
         for r in rollouts:
             for phase in Phase:
                 self.phase.labels(r.route, phase.value).set(int(r.status.phase is phase))
