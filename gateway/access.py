@@ -153,9 +153,15 @@ class Access:
 class KeySync:
     """Keeps one replica's `KeyRing` in step with the store (polled like the rollouts)."""
 
-    def __init__(self, store: KeyStore, access: Access) -> None:
+    def __init__(
+        self,
+        store: KeyStore,
+        access: Access,
+        on_tenants: Callable[[frozenset[str]], None] = lambda _: None,
+    ) -> None:
         self._store = store
         self._access = access
+        self._on_tenants = on_tenants  # the score series of every tenant start at 0
         self._seen: int | None = None
 
     async def refresh(self) -> None:
@@ -163,7 +169,10 @@ class KeySync:
         if changes == self._seen:
             return
         keys, tokens = split(await self._store.list())
-        self._access.ring = KeyRing(keys, tokens)
+        ring = KeyRing(keys, tokens)
+        if ring.tenants != self._access.ring.tenants:
+            self._on_tenants(ring.tenants)
+        self._access.ring = ring
         self._seen = changes
 
     async def run(self, interval_s: float) -> None:

@@ -250,7 +250,11 @@ def create_app(
         limiter or LocalLimiter(clock),
         scored_once or LocalScoredOnce(settings.feedback_capacity, clock),
     )
-    keys = KeySync(key_store, services.access) if key_store is not None else None
+    keys = (
+        KeySync(key_store, services.access, services.recorder.metrics.known_tenants)
+        if key_store is not None
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -56,6 +56,8 @@ class _VariantSeries:
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry, safety_rules: Sequence[str] = ()) -> None:
         self._safety_rules = tuple(safety_rules)
+        self._tenants: frozenset[str] = frozenset({ANONYMOUS_TENANT})
+        self._plan: TrafficPlan | None = None
         self._by_variant: dict[tuple[str, str, str], _VariantSeries] = {}
 
         def counter(name: str, doc: str, labels=VARIANT) -> Counter:
@@ -189,7 +191,14 @@ class GatewayMetrics:
         self.shadow_length_ratio.labels(route, variant).observe(c.length_ratio)
         self.shadow_latency_delta.labels(route, variant).observe(c.latency_delta)
 
+    def known_tenants(self, tenants: frozenset[str]) -> None:
+        """The tenants keys exist for: their score series are exported at 0 from now on."""
+        self._tenants = tenants | {ANONYMOUS_TENANT}
+        if self._plan is not None:
+            self.publish(self._plan)
+
     def publish(self, plan: TrafficPlan) -> None:
+        self._plan = plan
         self.weight.clear()
         self.shadow_sample.clear()
         for t in plan.routes.values():
@@ -217,7 +226,7 @@ class GatewayMetrics:
         for rule in self._safety_rules:
             for cause in IncidentCause:
                 self.safety.labels(*labels, rule, cause.value)
-        # Unauthenticated traffic's only: a keyed tenant's series starts at its first score,
-        # which increase() therefore misses (the tenants are not known here).
-        self.feedback.labels(*labels, ANONYMOUS_TENANT)
+        # Every tenant a key exists for (admins create them: a bounded set).
+        for tenant in self._tenants:
+            self.feedback.labels(*labels, tenant)
         self._series(labels)

@@ -217,3 +217,12 @@ def test_oversized_feedback_and_key_bodies_are_refused_before_parsing(make_stack
     assert feedback.status_code in (413, 422)
     key = stack.http.post("/admin/keys", content=blob, headers=OPERATOR)
     assert key.status_code == 413 if size > 8192 else key.status_code == 422
+
+
+def test_a_new_tenants_score_series_start_at_zero_before_its_first_score(make_stack):
+    """Prometheus' increase() misses a series' first sample: it must exist at 0 already."""
+    stack = make_stack(weight_percent=50)
+    labels = {"route": "support", "variant": "acme-voice", "role": "candidate", "tenant": "initech"}
+    assert stack.registry.get_sample_value("rollgate_feedback_score_count", labels) is None
+    create_key(stack, tenant="initech")
+    assert stack.registry.get_sample_value("rollgate_feedback_score_count", labels) == 0
