@@ -5,10 +5,12 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.safety import DEFAULT_DENY_PATTERNS
+
+MIN_SECRET_CHARS = 16
 
 
 class AuthMode(StrEnum):
@@ -40,6 +42,17 @@ class GatewaySettings(BaseSettings):
     # Keys the cohort hash and feedback tokens; every replica must share it. Unset: one is
     # created in the state store on first start (the same store every replica uses).
     secret: SecretStr | None = None
+
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _strong_secret(cls, value: object) -> object:
+        # Empty is unset (an env var can be set empty, not removed); short is guessable.
+        if value in ("", None):
+            return None
+        if len(str(value)) < MIN_SECRET_CHARS:
+            raise ValueError(f"must be at least {MIN_SECRET_CHARS} characters")
+        return value
+
     # The embedded control plane. `state`: a SQLite file, or redis://host:port/db for several
     # replicas. Without `prometheus_url` the controller reads this gateway's own windows.
     control_plane: bool = True

@@ -36,11 +36,15 @@ BODY = {
 }
 
 
-def client_key(port: int, admin_token: str) -> str:
-    """A client key (no limits, no debug scope) created through a gateway's admin API."""
+# Limits that never refuse in a benchmark's few seconds: their cost, not their effect.
+GENEROUS_LIMITS = {"requests_per_s": 1e6, "tokens_per_min": 1e12, "concurrent": 10_000}
+
+
+def client_key(port: int, admin_token: str, **limits: float) -> str:
+    """A client key (no debug scope; no limits unless given) made through the admin API."""
     created = httpx.post(
         f"http://127.0.0.1:{port}/admin/keys",
-        json={"name": "bench", "tenant": "bench"},
+        json={"name": "bench", "tenant": "bench", **limits},
         headers={"authorization": f"Bearer {admin_token}"},
     )
     created.raise_for_status()
@@ -156,6 +160,16 @@ def main() -> None:
             argv = ["-m", "loadtests.standin", "--port", str(port), "--words", "2000"]
             procs.append(start([*argv, "--events-per-write", str(per_write)], port, "/health"))
         gateways = {}
+        # The price of access control, side by side: no keys, and a key under all three limits.
+        for name, auth in (("gateway-no-keys", "none"), ("gateway-limited", "keys")):
+            port = free_port()
+            routes = routes_file(f"http://127.0.0.1:{up_port}", 0.0)
+            argv = ["-m", "gateway", "--routes", str(routes), "--port", str(port)]
+            env = {"ROLLGATE_STATE": str(routes.parent / "state.db"), "ROLLGATE_AUTH": auth,
+                   "ROLLGATE_ADMIN_TOKEN": admin_token}  # fmt: skip
+            procs.append(start(argv, port, "/healthz", env))
+            limits = GENEROUS_LIMITS if auth == "keys" else {}
+            gateways[name] = (port, procs[-1].pid, client_key(port, admin_token, **limits))
         for name, upstream, shadow in (
             ("gateway", up_port, 0.0),
             ("gateway+shadow", up_port, 1.0),
@@ -185,6 +199,13 @@ def main() -> None:
             b = asyncio.run(closed_loop(via, BODY, c, d, key))
             cpu_per_request = (cpu_seconds(gateway_pid) - cpu_before) / len(b)
             rows.append((c, a, b, cpu_per_request))
+        access_rows = []
+        for name in ("gateway-no-keys", "gateway", "gateway-limited"):
+            port, pid, its_key = gateways[name]
+            for c in (1, 32):
+                cpu_before = cpu_seconds(pid)
+                b = asyncio.run(closed_loop(url(port), BODY, c, d, its_key))
+                access_rows.append((name, c, b, (cpu_seconds(pid) - cpu_before) / len(b)))
         shadow_runs = []
         for _ in range(2):
             shadowing, _, shadow_key = gateways["gateway+shadow"]
@@ -213,6 +234,13 @@ def main() -> None:
             print(
                 f"{c:>11} | {rps} | {direct_ms} | {via_ms} | {added:.2f} "
                 f"| {cpu * 1e6:.0f} | {1 / cpu:,.0f}"
+            )
+        print("access | concurrency | rps | p50 ms | gateway CPU µs/request | vs no keys")
+        baseline = {c: cpu for name, c, _, cpu in access_rows if name == "gateway-no-keys"}
+        for name, c, b, cpu in access_rows:
+            print(
+                f"{name} | {c} | {len(b) / d:,.0f} | {pct(b, 50):.2f} | {cpu * 1e6:.0f} "
+                f"| {cpu / baseline[c]:.2f}"
             )
         noise = abs(shadow_runs[0][0] - shadow_runs[1][0])
         rounds = ", ".join(f"off {off:.3f} / on {on:.3f}" for off, on in shadow_runs)

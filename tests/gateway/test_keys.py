@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from gateway.key_store import RedisKeyStore, SqliteKeyStore, split
 from gateway.keys import KeyRing, KeySpec, Role, Scope, TokenSpec, issue_key, issue_token
+from gateway.settings import GatewaySettings
 from tests.redis_server import redis_server
 
 pytestmark = pytest.mark.anyio
@@ -112,3 +113,10 @@ async def test_an_unreadable_record_is_skipped_not_fatal(tmp_path):
         db.execute("INSERT INTO credentials (id, json) VALUES ('bad', '{\"kind\": \"key\"}')")
     ring = KeyRing(*split(await store.list()))
     assert ring.client(secret) is not None
+
+
+def test_the_server_secret_setting_is_strong_or_unset():
+    assert GatewaySettings(secret="").secret is None
+    assert GatewaySettings(secret="x" * 16).secret.get_secret_value() == "x" * 16
+    with pytest.raises(ValidationError):
+        GatewaySettings(secret="guessable")
