@@ -16,7 +16,7 @@ from pathlib import Path
 import uvicorn
 import uvloop
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 from gateway.app import create_app
 from gateway.exchange import ExchangeSink
@@ -57,13 +57,19 @@ def control_plane(
     return plane, sinks
 
 
-def access(settings: GatewaySettings) -> dict:
+def access(settings: GatewaySettings, registry: CollectorRegistry) -> dict:
     """Credentials, limits and scored request ids: in the rollouts' store, shared by
     every replica when that is Redis."""
     if shared_state(settings):
+        limiter = RedisLimiter(settings.state)
+        Gauge(
+            "rollgate_limits_local_fallback",
+            "1 while Redis does not answer and this replica enforces key limits on its own.",
+            registry=registry,
+        ).set_function(lambda: int(limiter.failed_over))
         return {
             "key_store": RedisKeyStore(settings.state),
-            "limiter": RedisLimiter(settings.state),
+            "limiter": limiter,
             "scored_once": RedisScoredOnce(settings.state),
         }
     Path(settings.state).parent.mkdir(parents=True, exist_ok=True)
@@ -74,10 +80,15 @@ def build_app(settings: GatewaySettings) -> FastAPI:
     registry = CollectorRegistry()
     routes = RoutesFile.load(settings.routes_file)
     if not settings.control_plane:
-        return create_app(settings, routes, registry=registry, **access(settings))
+        return create_app(settings, routes, registry=registry, **access(settings, registry))
     plane, sinks = control_plane(settings, registry)
     return create_app(
-        settings, routes, registry=registry, sinks=sinks, control_plane=plane, **access(settings)
+        settings,
+        routes,
+        registry=registry,
+        sinks=sinks,
+        control_plane=plane,
+        **access(settings, registry),
     )
 
 

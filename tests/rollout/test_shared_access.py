@@ -71,6 +71,8 @@ def test_replicas_share_keys_limits_scores_and_cohorts(pair) -> None:
     refused = ask(a, key)  # the burst of 2 is spent across both replicas
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "requests_per_second"
+    metrics = httpx.get(f"{a.url}/metrics").text
+    assert "rollgate_limits_local_fallback 0.0" in metrics  # Redis answers: shared limits
 
     answer = ask(a, free)
     body = {
