@@ -77,12 +77,14 @@ def ask(http: httpx.Client, key: str, user: str, content: str = "Where is my ord
     return http.post("/v1/chat/completions", json=body, headers=headers)
 
 
-def evaluated_twice(admin: httpx.Client, route: str) -> dict:
-    first = admin.get(f"/admin/rollouts/{route}").json()["evaluated_until"] or 0
-    deadline = time.monotonic() + 30
+def evaluated_after_now(admin: httpx.Client, route: str) -> dict:
+    """The rollout once an evaluation has measured everything done so far (windows count
+    whole seconds that are over: one second's margin), or once it has ended."""
+    now = time.time()
+    deadline = time.monotonic() + 60
     while True:
         rollout = admin.get(f"/admin/rollouts/{route}").json()
-        if (rollout["evaluated_until"] or 0) > first + 1 or rollout["phase"] != "running":
+        if (rollout["evaluated_until"] or 0) > now + 1 or rollout["phase"] != "running":
             return rollout
         assert time.monotonic() < deadline, rollout
         time.sleep(0.2)
@@ -112,7 +114,7 @@ def test_one_tenant_cannot_steer_a_50_percent_rollout_with_feedback(start) -> No
             assert codes[0] == 200
             assert set(codes[1:]) == {409}
             accepted += 1
-        rollout = evaluated_twice(admin, "support")
+        rollout = evaluated_after_now(admin, "support")
         metrics = http.get("/metrics").text
     assert rollout["phase"] == "running", rollout["reason"]
     check = next(c for c in rollout["checks"] if c["name"] == "satisfaction")
@@ -140,7 +142,7 @@ def test_an_echoed_unsafe_prompt_in_shadow_is_the_prompts_not_the_candidates(sta
                 break
             assert time.monotonic() < deadline, "the echo was never attributed"
             time.sleep(0.2)
-        rollout = evaluated_twice(admin, "support")
+        rollout = evaluated_after_now(admin, "support")
     assert rollout["phase"] == "running", rollout["reason"]
     blamed = metric_sum(
         metrics, "rollgate_safety_incidents_total", variant="acme-voice", cause="variant"
