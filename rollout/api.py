@@ -40,9 +40,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rollout.analysis import TAIL_SHARE
 from rollout.controller import exposure, measure_series
 from rollout.errors import PlanTooLarge
+from rollout.evalues import TAIL_SHARE
 from rollout.machine import AuditEvent, Command, CommandKind, shadow_sample, step_label, weight_bp
 from rollout.plan import MAX_PLAN_BYTES, MAX_REASON_CHARS, RolloutPlan
 from rollout.record import Rollout

@@ -103,9 +103,7 @@ class Users:
     def auth(self, user: str) -> dict[str, str]:
         return {"authorization": f"Bearer {self._keys[self.key_of(user)]}"} if self._keys else {}
 
-    def _ask(
-        self, http: httpx.Client, user: str, rng: random.Random
-    ) -> tuple[Served, str, str]:
+    def _ask(self, http: httpx.Client, user: str, rng: random.Random) -> tuple[Served, str, str]:
         stream = rng.random() < self._stream_share
         sent = time.time()
         body = {

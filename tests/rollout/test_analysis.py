@@ -13,8 +13,8 @@ from rollout.analysis import (
     Verdict,
     accumulate,
     judge,
-    satisfaction_evalue,
 )
+from rollout.evalues import satisfaction_evalue
 from rollout.plan import Check, Metric, RolloutPlan
 from rollout.windows import Histogram, VariantWindow, Window
 

@@ -128,9 +128,10 @@ def timed() -> Iterator[Callable[[], float]]:
 def test_the_brand_voice_adapter_rolls_out_to_promotion_under_load(start_gateway) -> None:
     route = "support-voice"
     gateway = start_gateway(route)
-    with gateway.admin() as admin, Users(
-        gateway.url, route, rubric=brand_rubric, keys=gateway.keys
-    ) as users:
+    with (
+        gateway.admin() as admin,
+        Users(gateway.url, route, rubric=brand_rubric, keys=gateway.keys) as users,
+    ):
         time.sleep(6)  # Prometheus scrapes the fresh gateway (its first scrape takes ~5 s)
         created = admin.post("/admin/rollouts", json=plan(route, BRAND_VOICE.name))
         assert created.status_code == 201, created.text
@@ -174,9 +175,10 @@ def test_the_unsafe_adapter_is_rolled_back_at_the_first_evaluation_after_an_inci
     route = "support-unsafe"
     gateway = start_gateway(route)
     # Long enough answers for the adapter to get to its ask (as in the serving tests).
-    with gateway.admin() as admin, Users(
-        gateway.url, route, max_tokens=48, keys=gateway.keys
-    ) as users:
+    with (
+        gateway.admin() as admin,
+        Users(gateway.url, route, max_tokens=48, keys=gateway.keys) as users,
+    ):
         time.sleep(6)
         created = admin.post("/admin/rollouts", json=plan(route, UNSAFE.name))
         assert created.status_code == 201, created.text

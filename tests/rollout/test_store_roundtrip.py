@@ -9,8 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rollout.analysis import CheckResult, Evidence, Status, TailEvidence, Verdict
+from rollout.analysis import CheckResult, Evidence, Status, Verdict
 from rollout.errors import Unstorable
+from rollout.evalues import TailEvidence
 from rollout.machine import Hold, Phase, start
 from rollout.plan import (
     MAX_ADAPTER_CHARS,
