@@ -3,6 +3,8 @@ check that the session leaves no vLLM process behind."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from serving.artifacts import Artifacts, default_cache_dir, ensure_artifacts
 from serving.config import AdapterSpec, ServingConfig
 from serving.corpus import BRAND_VOICE, UNSAFE
 from serving.process import VllmServer, free_port, group_members
+from tests.redis_server import redis_server
 
 VLLM_START_TIMEOUT = 300.0
 
@@ -40,6 +43,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 _before = pytest.StashKey[set[int]]()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """One real redis-server for the session; each test keeps to a key prefix of its own."""
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ from pydantic import ValidationError
 from gateway.key_store import RedisKeyStore, SqliteKeyStore, split
 from gateway.keys import KeyRing, KeySpec, Role, Scope, TokenSpec, issue_key, issue_token
 from gateway.settings import GatewaySettings
-from tests.redis_server import redis_server
 
 pytestmark = pytest.mark.anyio
 
@@ -23,18 +22,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="module")
-def redis_url():
-    with redis_server() as url:
-        yield url
-
-
 @pytest.fixture(params=["sqlite", "redis"])
 async def store(request, tmp_path: Path) -> AsyncIterator[SqliteKeyStore | RedisKeyStore]:
     if request.param == "sqlite":
         opened = SqliteKeyStore(tmp_path / "state.db")
     else:
-        opened = RedisKeyStore(request.getfixturevalue("redis_url"), prefix=tmp_path.name)
+        opened = RedisKeyStore(
+            request.getfixturevalue("redis_url"), prefix=request.getfixturevalue("redis_prefix")
+        )
     yield opened
     await opened.close()
 

@@ -10,7 +10,6 @@ import logging
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,32 +38,21 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
-
-
 # Generous: these tests are about the limits; a loaded test host must not make them fail over.
 TIMEOUT_S = 2.0
 
 
 @pytest.fixture
-async def limiter(redis_url: str, prefix: str) -> AsyncIterator[RedisLimiter]:
-    opened = RedisLimiter(redis_url, prefix, timeout_s=TIMEOUT_S)
+async def limiter(redis_url: str, redis_prefix: str) -> AsyncIterator[RedisLimiter]:
+    opened = RedisLimiter(redis_url, redis_prefix, timeout_s=TIMEOUT_S)
     yield opened
     await opened.close()
 
 
 @pytest.fixture
-async def replica(redis_url: str, prefix: str) -> AsyncIterator[RedisLimiter]:
+async def replica(redis_url: str, redis_prefix: str) -> AsyncIterator[RedisLimiter]:
     """A second gateway replica's limiter: another client, the same Redis and prefix."""
-    opened = RedisLimiter(redis_url, prefix, timeout_s=TIMEOUT_S)
+    opened = RedisLimiter(redis_url, redis_prefix, timeout_s=TIMEOUT_S)
     yield opened
     await opened.close()
 
@@ -209,13 +197,15 @@ async def test_unlimited_never_asks_redis():
     await limiter.close()
 
 
-async def test_an_idle_key_leaves_nothing_in_redis(limiter: RedisLimiter, redis_url: str, prefix):
+async def test_an_idle_key_leaves_nothing_in_redis(
+    limiter: RedisLimiter, redis_url: str, redis_prefix
+):
     limits = Limits(requests_per_s=100, tokens_per_min=60_000, concurrent=1)
     await (await limiter.acquire("k", limits)).release(5)  # full again within 10 ms
     await anyio.sleep(0.05)
 
     client = aioredis.Redis.from_url(redis_url)
-    assert await client.keys(f"{prefix}:*") == []
+    assert await client.keys(f"{redis_prefix}:*") == []
     await client.aclose()
 
 
@@ -271,9 +261,9 @@ async def test_two_hundred_concurrent_acquires_never_hold_more_than_the_limit(
 
 
 async def test_a_permit_never_released_frees_its_slot_when_its_lease_ends(
-    redis_url: str, prefix: str, replica: RedisLimiter
+    redis_url: str, redis_prefix: str, replica: RedisLimiter
 ):
-    dying = RedisLimiter(redis_url, prefix, lease_s=0.3, timeout_s=TIMEOUT_S)
+    dying = RedisLimiter(redis_url, redis_prefix, lease_s=0.3, timeout_s=TIMEOUT_S)
     limits = Limits(concurrent=1)
     await dying.acquire("k", limits)  # and the replica dies
     await dying.close()
@@ -345,8 +335,8 @@ async def test_redis_is_asked_again_after_a_while_and_its_return_logged(
     )
 
 
-async def test_a_slow_redis_counts_as_down(redis_url: str, prefix: str):
-    limiter = RedisLimiter(redis_url, prefix, timeout_s=0.1)
+async def test_a_slow_redis_counts_as_down(redis_url: str, redis_prefix: str):
+    limiter = RedisLimiter(redis_url, redis_prefix, timeout_s=0.1)
     limits = Limits(requests_per_s=1)
     admin = aioredis.Redis.from_url(redis_url)
     await admin.execute_command("CLIENT", "PAUSE", 500, "ALL")
@@ -359,9 +349,9 @@ async def test_a_slow_redis_counts_as_down(redis_url: str, prefix: str):
     await limiter.close()
 
 
-async def test_while_redis_is_out_one_request_at_a_time_asks_it_again(redis_url: str, prefix):
+async def test_while_redis_is_out_one_request_at_a_time_asks_it_again(redis_url: str, redis_prefix):
     clock, limits = FakeClock(), Limits(requests_per_s=1_000)
-    limiter = RedisLimiter(redis_url, prefix, clock=clock, timeout_s=0.1, retry_s=1.0)
+    limiter = RedisLimiter(redis_url, redis_prefix, clock=clock, timeout_s=0.1, retry_s=1.0)
     admin = aioredis.Redis.from_url(redis_url)
     await admin.execute_command("CLIENT", "PAUSE", 1_000, "ALL")
     await limiter.acquire("k", limits)  # timed out: failed over

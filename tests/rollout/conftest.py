@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -11,7 +10,6 @@ import pytest
 
 from rollout.redis_store import RedisStore
 from rollout.sqlite_store import SqliteStore
-from tests.redis_server import redis_server
 
 Store = SqliteStore | RedisStore
 Elapse = Callable[[float], Awaitable[None]]
@@ -25,18 +23,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """One server for the session; each store gets a key prefix of its own."""
-    with redis_server() as url:
-        yield url
-
-
-@pytest.fixture
-def redis_prefix() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(params=["sqlite", "redis"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,13 +114,11 @@ class Scraped:
     windows: LocalWindows
 
 
-@pytest.fixture
-def scraped(tmp_path: Path) -> Iterator[Scraped]:
-    """A gateway with its own windows, split 50/50 with stable's answers shadowed, both
-    variants failing now and then."""
+@contextmanager
+def scraped_gateway(stable: Faults, candidate: Faults, tmp_path: Path) -> Iterator[Scraped]:
+    """A gateway with its own windows, split 50/50 with stable's answers shadowed, scraped
+    by a real Prometheus."""
     windows = LocalWindows()
-    stable = Faults(error_rate=0.2, seed=1)
-    candidate = Faults(error_rate=0.3, seed=2, text="Hello from Acme! Fine.")
     with ExitStack() as stack:
         stable_url, candidate_url = (
             stack.enter_context(serving(create_standin(faults))) for faults in (stable, candidate)
@@ -132,6 +130,15 @@ def scraped(tmp_path: Path) -> Iterator[Scraped]:
         )
         gateway = stack.enter_context(serving(app))
         yield Scraped(gateway, stack.enter_context(prometheus_server([gateway], tmp_path)), windows)
+
+
+@pytest.fixture
+def scraped(tmp_path: Path) -> Iterator[Scraped]:
+    """Both variants failing now and then."""
+    stable = Faults(error_rate=0.2, seed=1)
+    candidate = Faults(error_rate=0.3, seed=2, text="Hello from Acme! Fine.")
+    with scraped_gateway(stable, candidate, tmp_path) as found:
+        yield found
 
 
 async def scrape_at_or_after(source: PrometheusSource, at: float) -> float:
@@ -249,20 +256,9 @@ ECHO = {
 
 @pytest.fixture
 def echoing(tmp_path: Path) -> Iterator[Scraped]:
-    """A gateway split 50/50 with stable's answers shadowed, in front of stand-ins that repeat
-    the prompt: every answer to ECHO is flagged, and stable's too."""
-    windows = LocalWindows()
-    with ExitStack() as stack:
-        stable_url, candidate_url = (
-            stack.enter_context(serving(create_standin(Faults(echo=True)))) for _ in range(2)
-        )
-        app = create_app(
-            GatewaySettings(admin_token=ADMIN_TOKEN, auth="none"),  # not a test of access
-            routes(stable_url, candidate_url, weight_percent=50, shadow_sample=1.0),
-            sinks=[windows],
-        )
-        gateway = stack.enter_context(serving(app))
-        yield Scraped(gateway, stack.enter_context(prometheus_server([gateway], tmp_path)), windows)
+    """Stand-ins that repeat the prompt: every answer to ECHO is flagged, and stable's too."""
+    with scraped_gateway(Faults(echo=True), Faults(echo=True), tmp_path) as found:
+        yield found
 
 
 async def test_prometheus_agrees_on_incidents_by_cause(connect, echoing: Scraped) -> None:
