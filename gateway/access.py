@@ -1,10 +1,11 @@
 """Who is calling, and may they: client keys, admin tokens, the server secret.
 
 `Access` is what the handlers ask. It holds the current `KeyRing` (swapped by
-`KeySync` when the store changes), the server secret (cohorts and feedback
-tokens are keyed with it) and the failure counts that slow down guessing.
+`KeySync` when the store changes), the server secret and the feedback tokens
+sealed with it (cohorts are keyed with it too), and the failure counts that
+slow down guessing.
 
-    access = Access(settings, clock=time.monotonic)
+    access = Access(settings, AccessMetrics(registry), clock=time.monotonic)
     client = access.client(bearer)             # raises Unauthorized
     who = access.admin(bearer, Role.OPERATOR, peer="10.0.0.7")
 
@@ -18,12 +19,14 @@ import asyncio
 import hmac
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
 
 from gateway.errors import Forbidden, RateLimited, Unauthorized
+from gateway.feedback import FeedbackTokens
 from gateway.key_store import KeyStore, KeyStoreError, split
 from gateway.keys import EMPTY_RING, AdminIdentity, Client, KeyRing, Role
 from gateway.limits import Limits
@@ -81,9 +84,16 @@ class Access:
         self.metrics = metrics
         self._clock = clock
         self.ring: KeyRing = EMPTY_RING
-        # Replaced at start by the shared secret (settings or store); random until then.
-        self.secret: bytes = secrets.token_bytes(32)
+        self._feedback_ttl = settings.feedback_ttl
         self._failures: dict[str, _Failures] = {}
+        # Replaced at start by the shared secret (settings or store); random until then.
+        self.use_secret(secrets.token_bytes(32))
+
+    def use_secret(self, secret: bytes) -> None:
+        """Key cohorts and feedback tokens with `secret` (every replica must share it)."""
+        self.secret = secret
+        # Wall clock: a token sealed on one replica expires on every other at the same time.
+        self.tokens = FeedbackTokens(secret, ttl_s=self._feedback_ttl, clock=time.time)
 
     @property
     def keys_required(self) -> bool:

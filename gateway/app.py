@@ -39,7 +39,7 @@ from gateway.errors import (
     error_body,
 )
 from gateway.exchange import Clock, ExchangeSink
-from gateway.feedback import FeedbackTokens, InvalidToken, LocalScoredOnce, ScoredOnce
+from gateway.feedback import InvalidToken, LocalScoredOnce, ScoredOnce
 from gateway.key_store import KeyStore
 from gateway.keys import Role
 from gateway.keys_api import keys_router
@@ -158,10 +158,9 @@ def build_services(
         stable_timeout=settings.shadow_stable_timeout,
     )
     access = Access(settings, AccessMetrics(registry), clock)
-    tokens = FeedbackTokens(access.secret, ttl_s=settings.feedback_ttl, clock=time.time)
     return Services(
         settings, table, backends, recorder, shadow, access, limiter, ShareGuard(clock),
-        tokens, scored_once, clock, rng,
+        scored_once, clock, rng,
     )  # fmt: skip
 
 
@@ -179,12 +178,11 @@ async def start_access(
     """The shared server secret and the credentials, before the first request."""
     settings, access = services.settings, services.access
     if settings.secret is not None:
-        access.secret = settings.secret.get_secret_value().encode()
+        access.use_secret(settings.secret.get_secret_value().encode())
     elif store is not None:
-        access.secret = await store.secret()
+        access.use_secret(await store.secret())
     else:
         log.warning("no state store and no ROLLGATE_SECRET: cohorts are this process's own")
-    services.tokens = FeedbackTokens(access.secret, ttl_s=settings.feedback_ttl, clock=time.time)
     if keys is not None:
         await keys.refresh()
         task = asyncio.create_task(keys.run(settings.state_poll_s))
@@ -329,7 +327,7 @@ def create_app(
         client = services.access.client(bearer(request))
         body = parse_model(FeedbackIn, await read_body(request, MAX_FEEDBACK_BYTES))
         try:
-            answered = services.tokens.open(body.token)
+            answered = services.access.tokens.open(body.token)
         except InvalidToken as exc:
             raise Unprocessable(str(exc), param="token") from exc
         if answered.request_id != body.request_id:

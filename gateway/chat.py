@@ -113,7 +113,7 @@ def served_as(
             request_id, route, attempt.variant.name, attempt.role.value,
             client.key_id, client.tenant,
         )  # fmt: skip
-        found = {"x-request-id": request_id, FEEDBACK_HEADER: services.tokens.seal(answered)}
+        found = {"x-request-id": request_id, FEEDBACK_HEADER: services.access.tokens.seal(answered)}
         if client.debug:
             found[VARIANT_HEADER] = attempt.variant.name
         return found

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from gateway.access import Access
 from gateway.assignment import ShareGuard
 from gateway.exchange import Clock
-from gateway.feedback import FeedbackTokens, ScoredOnce
+from gateway.feedback import ScoredOnce
 from gateway.limits import Limiter
 from gateway.pool import BackendPool
 from gateway.recorder import Recorder
@@ -27,7 +27,6 @@ class Services:
     access: Access
     limiter: Limiter
     guard: ShareGuard
-    tokens: FeedbackTokens  # sealed with the server secret, which is known once started
     scored_once: ScoredOnce
     clock: Clock
     rng: random.Random
