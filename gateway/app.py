@@ -25,7 +25,7 @@ from gateway.adapters import AdapterCheck, AdapterFleet
 from gateway.admin import admin_dependency
 from gateway.assignment import ShareGuard
 from gateway.attribution import StableRecheck
-from gateway.bounded import parse_model, read_body
+from gateway.bounded import read_model
 from gateway.chat import ChatFastPath, bearer, error_response, internal_error_response
 from gateway.console import console_router
 from gateway.discovery import Resolver, resolve_dns
@@ -325,7 +325,7 @@ def create_app(
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> dict:
         client = services.access.client(bearer(request))
-        body = parse_model(FeedbackIn, await read_body(request, MAX_FEEDBACK_BYTES))
+        body = await read_model(request, FeedbackIn, MAX_FEEDBACK_BYTES)
         try:
             answered = services.access.tokens.open(body.token)
         except InvalidToken as exc:

@@ -1,7 +1,7 @@
 """Request bodies read with a limit before anything parses them.
 
-raw = await read_body(request, 4096)          # 413 past the limit, however it is sent
-feedback = parse_model(FeedbackIn, raw)        # 422 naming the first bad field
+    raw = await read_body(request, 1 << 20)                  # 413 past the limit, however sent
+    feedback = await read_model(request, FeedbackIn, 4096)   # also 422 naming the bad field
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_model(model: type[M], raw: bytes) -> M:
-    """`raw` validated as `model`; the first error names its field."""
+async def read_model(request: Request, model: type[M], limit: int) -> M:
+    """The body, read up to `limit` bytes, validated as `model`; the first error names its
+    field."""
+    raw = await read_body(request, limit)
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:

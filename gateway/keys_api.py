@@ -17,16 +17,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from gateway.bounded import M, parse_model, read_body
+from gateway.bounded import read_model
 from gateway.errors import NotFound, Unavailable
 from gateway.key_store import KeyStore, KeyStoreError
 from gateway.keys import AdminToken, ApiKey, KeySpec, TokenSpec, issue_key, issue_token
 
 MAX_SPEC_BYTES = 8 * 1024
-
-
-async def _spec(request: Request, model: type[M]) -> M:
-    return parse_model(model, await read_body(request, MAX_SPEC_BYTES))
 
 
 def keys_router(
@@ -56,7 +52,7 @@ def keys_router(
 
     @router.post("/keys", status_code=201)
     async def create_key(request: Request) -> dict:
-        spec = await _spec(request, KeySpec)
+        spec = await read_model(request, KeySpec, MAX_SPEC_BYTES)
         issued = issue_key(spec, created_by=actor(request), now=clock())
         await guarded(store().add(issued.record))
         return {"key": issued.secret, **issued.record.public()}
@@ -72,7 +68,7 @@ def keys_router(
 
     @router.post("/tokens", status_code=201)
     async def create_token(request: Request) -> dict:
-        spec = await _spec(request, TokenSpec)
+        spec = await read_model(request, TokenSpec, MAX_SPEC_BYTES)
         issued = issue_token(spec, created_by=actor(request), now=clock())
         await guarded(store().add(issued.record))
         return {"token": issued.secret, **issued.record.public()}
