@@ -1,4 +1,6 @@
-"""Per-key limits in one process: the pure token bucket, then `LocalLimiter` on a fake clock."""
+"""Per-key limits: the pure token bucket, then `LocalLimiter` on a fake clock, and what
+`LocalLimiter` and `RedisLimiter` must do alike (the Redis-only behaviour is in
+test_redis_limits.py)."""
 
 from __future__ import annotations
 
@@ -19,12 +21,14 @@ from gateway.limits import (
     UNCOUNTED,
     Bucket,
     Limit,
+    Limiter,
     Limits,
     LocalLimiter,
     Permit,
     charge,
     take,
 )
+from gateway.redis_limits import RedisLimiter
 
 pytestmark = pytest.mark.anyio
 
@@ -37,7 +41,7 @@ class FakeClock:
         return self.now
 
 
-async def refused(limiter: LocalLimiter, limits: Limits, key: str = "k") -> RateLimited:
+async def refused(limiter: Limiter, limits: Limits, key: str = "k") -> RateLimited:
     with pytest.raises(RateLimited) as raised:
         await limiter.acquire(key, limits)
     return raised.value
@@ -51,6 +55,18 @@ def clock() -> FakeClock:
 @pytest.fixture
 def limiter(clock: FakeClock) -> LocalLimiter:
     return LocalLimiter(clock)
+
+
+@pytest.fixture(params=["local", "redis"])
+async def any_limiter(request: pytest.FixtureRequest, clock: FakeClock):
+    """Either implementation, for what both must do alike (no clock involved)."""
+    if request.param == "local":
+        yield LocalLimiter(clock)
+        return
+    url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+    opened = RedisLimiter(url, prefix, timeout_s=2.0)  # generous: a loaded host stays on Redis
+    yield opened
+    await opened.close()
 
 
 def test_the_module_examples_run():
@@ -174,11 +190,11 @@ async def test_waiting_the_retry_after_is_enough(limiter: LocalLimiter, clock: F
     assert waits == 47
 
 
-async def test_keys_are_limited_apart(limiter: LocalLimiter):
+async def test_keys_are_limited_apart(any_limiter: Limiter):
     limits = Limits(requests_per_s=1)
-    await limiter.acquire("a", limits)
-    await limiter.acquire("b", limits)
-    await refused(limiter, limits, "a")
+    await any_limiter.acquire("a", limits)
+    await any_limiter.acquire("b", limits)
+    await refused(any_limiter, limits, "a")
 
 
 async def test_a_client_that_never_reports_usage_is_still_bounded_by_rate(
@@ -236,28 +252,28 @@ async def test_the_refusal_names_the_longest_wait(limiter: LocalLimiter):
 # --- concurrency -----------------------------------------------------------------------------
 
 
-async def test_requests_in_flight_are_capped_until_released(limiter: LocalLimiter):
+async def test_requests_in_flight_are_capped_until_released(any_limiter: Limiter):
     limits = Limits(concurrent=2)
-    one = await limiter.acquire("k", limits)
-    await limiter.acquire("k", limits)
+    one = await any_limiter.acquire("k", limits)
+    await any_limiter.acquire("k", limits)
 
-    limited = await refused(limiter, limits)
+    limited = await refused(any_limiter, limits)
     assert (limited.code, limited.retry_after_s) == ("concurrent_requests", CONCURRENCY_RETRY_S)
     await one.release(0)
-    await limiter.acquire("k", limits)
+    await any_limiter.acquire("k", limits)
 
 
-async def test_release_is_idempotent(limiter: LocalLimiter):
+async def test_release_is_idempotent(any_limiter: Limiter):
     limits = Limits(tokens_per_min=600, concurrent=2)
-    one = await limiter.acquire("k", limits)
-    two = await limiter.acquire("k", limits)
+    one = await any_limiter.acquire("k", limits)
+    two = await any_limiter.acquire("k", limits)
     await one.release(300)
     await one.release(300)  # neither a second slot nor a second charge
 
-    await limiter.acquire("k", limits)  # one slot free, 300 tokens left
-    await refused(limiter, limits)  # two in flight
+    await any_limiter.acquire("k", limits)  # one slot free, 300 tokens left
+    await refused(any_limiter, limits)  # two in flight
     await two.release(300)
-    await limiter.acquire("k", limits)  # the bucket is at zero: not in debt
+    await any_limiter.acquire("k", limits)  # the bucket is at zero: not in debt
 
 
 async def test_a_refused_request_costs_nothing(limiter: LocalLimiter):

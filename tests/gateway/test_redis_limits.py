@@ -21,9 +21,10 @@ import redis
 import redis.asyncio as aioredis
 
 from gateway.errors import RateLimited
-from gateway.limits import CONCURRENCY_RETRY_S, UNCOUNTED, Limiter, Limits
+from gateway.limits import UNCOUNTED, Limits
 from gateway.redis_limits import RedisLimiter
 from serving.process import free_port
+from tests.gateway.test_limits import refused
 from tests.processes import stop
 from tests.redis_server import redis_server
 
@@ -55,12 +56,6 @@ async def replica(redis_url: str, redis_prefix: str) -> AsyncIterator[RedisLimit
     opened = RedisLimiter(redis_url, redis_prefix, timeout_s=TIMEOUT_S)
     yield opened
     await opened.close()
-
-
-async def refused(limiter: Limiter, limits: Limits, key: str = "k") -> RateLimited:
-    with pytest.raises(RateLimited) as raised:
-        await limiter.acquire(key, limits)
-    return raised.value
 
 
 @contextmanager
@@ -107,13 +102,6 @@ async def test_the_burst_defaults_to_one_second_of_requests(limiter: RedisLimite
     await refused(limiter, limits)
 
 
-async def test_keys_are_limited_apart(limiter: RedisLimiter):
-    limits = Limits(requests_per_s=1)
-    await limiter.acquire("a", limits)
-    await limiter.acquire("b", limits)
-    await refused(limiter, limits, "a")
-
-
 async def test_tokens_are_post_paid_into_debt(limiter: RedisLimiter):
     limits = Limits(tokens_per_min=600)  # 10 per second
     one = await limiter.acquire("k", limits)
@@ -143,30 +131,6 @@ async def test_the_refusal_names_the_longest_wait(limiter: RedisLimiter):
     limited = await refused(limiter, limits)
     assert limited.code == "tokens_per_minute"
     assert limited.retry_after_s == pytest.approx(60, abs=0.5)
-
-
-async def test_requests_in_flight_are_capped_until_released(limiter: RedisLimiter):
-    limits = Limits(concurrent=2)
-    one = await limiter.acquire("k", limits)
-    await limiter.acquire("k", limits)
-
-    limited = await refused(limiter, limits)
-    assert (limited.code, limited.retry_after_s) == ("concurrent_requests", CONCURRENCY_RETRY_S)
-    await one.release(0)
-    await limiter.acquire("k", limits)
-
-
-async def test_release_is_idempotent(limiter: RedisLimiter):
-    limits = Limits(tokens_per_min=600, concurrent=2)
-    one = await limiter.acquire("k", limits)
-    two = await limiter.acquire("k", limits)
-    await one.release(300)
-    await one.release(300)  # neither a second slot nor a second charge
-
-    await limiter.acquire("k", limits)
-    await refused(limiter, limits)  # two in flight
-    await two.release(300)
-    await limiter.acquire("k", limits)  # the bucket is at about zero, not in debt
 
 
 async def test_a_refused_request_costs_nothing(limiter: RedisLimiter):
