@@ -179,7 +179,8 @@ class KeySync:
         if changes == self._seen:
             return
         keys, tokens = split(await self._store.list())
-        ring = KeyRing(keys, tokens)
+        # A ring of up to 10,000 keys is built off the event loop, like their parsing.
+        ring = await asyncio.to_thread(KeyRing, keys, tokens)
         if ring.tenants != self._access.ring.tenants:
             self._on_tenants(ring.tenants)
         self._access.ring = ring

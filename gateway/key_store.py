@@ -212,7 +212,8 @@ class RedisKeyStore:
     async def list(self) -> list[Credential]:
         with _translated():
             rows = await self._redis.hvals(self._keys[0])
-        return _parse(rows)
+        # Up to MAX_CREDENTIALS records: parsed off the event loop, as SQLite's are.
+        return await asyncio.to_thread(_parse, rows)
 
     async def changes(self) -> int:
         with _translated():
