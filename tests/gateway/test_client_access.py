@@ -226,3 +226,15 @@ def test_a_new_tenants_score_series_start_at_zero_before_its_first_score(make_st
     assert stack.registry.get_sample_value("rollgate_feedback_score_count", labels) is None
     create_key(stack, tenant="initech")
     assert stack.registry.get_sample_value("rollgate_feedback_score_count", labels) == 0
+
+
+def test_deeply_nested_feedback_and_key_bodies_are_422_not_500(make_stack):
+    stack = make_stack()
+    nested = '{"request_id": "x", "score": 1, "token": ' + "[" * 2000 + "]" * 2000 + "}"
+    feedback = stack.http.post("/v1/feedback", content=nested)
+    assert feedback.status_code == 422
+    assert feedback.json()["error"]["type"] == "invalid_request_error"
+    key = stack.http.post(
+        "/admin/keys", content='{"name": ' + "[" * 4000 + "]" * 4000 + "}", headers=OPERATOR
+    )
+    assert key.status_code == 422
