@@ -25,7 +25,7 @@ from gateway.adapters import AdapterCheck, AdapterFleet
 from gateway.admin import admin_dependency
 from gateway.assignment import ShareGuard
 from gateway.attribution import StableRecheck
-from gateway.bounded import read_model
+from gateway.bounded import read_model, unprocessable
 from gateway.chat import ChatFastPath, bearer, error_response, internal_error_response
 from gateway.console import console_router
 from gateway.discovery import Resolver, resolve_dns
@@ -33,7 +33,6 @@ from gateway.errors import (
     Conflict,
     Forbidden,
     GatewayError,
-    InvalidRequest,
     NotFound,
     Unprocessable,
     error_body,
@@ -97,10 +96,7 @@ async def _gateway_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    first = exc.errors()[0] if exc.errors() else {}  # type: ignore[attr-defined]
-    param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-    error = InvalidRequest(f"{param or 'body'}: {first.get('msg', 'invalid')}", param=param)
-    return JSONResponse(error.body(), status_code=422)
+    return error_response(unprocessable(exc.errors(), skip=1))  # type: ignore[attr-defined]
 
 
 async def _rollout_error(_: Request, exc: RolloutError) -> JSONResponse:

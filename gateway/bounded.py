@@ -1,12 +1,13 @@
 """Request bodies read with a limit before anything parses them.
 
-    raw = await read_body(request, 1 << 20)                  # 413 past the limit, however sent
-    feedback = await read_model(request, FeedbackIn, 4096)   # also 422 naming the bad field
+raw = await read_body(request, 1 << 20)                  # 413 past the limit, however sent
+feedback = await read_model(request, FeedbackIn, 4096)   # also 422 naming the bad field
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
@@ -36,6 +37,12 @@ async def read_model(request: Request, model: type[M], limit: int) -> M:
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        raise Unprocessable(f"{param or 'body'}: {first['msg']}", param=param) from exc
+        raise unprocessable(exc.errors()) from exc
+
+
+def unprocessable(errors: Sequence[Mapping[str, Any]], skip: int = 0) -> Unprocessable:
+    """The 422 for a body's validation errors, naming the first one's field (its location
+    after `skip` leading parts: FastAPI's errors start with "body")."""
+    first = errors[0] if errors else {}
+    param = ".".join(str(p) for p in first.get("loc", ())[skip:]) or None
+    return Unprocessable(f"{param or 'body'}: {first.get('msg', 'invalid')}", param=param)
