@@ -292,13 +292,15 @@ def _decide(
     """The shared rule: fail on confidence, pass on enough samples and weak evidence, else wait."""
     step = _step(ctx)
     n_c, n_s = _samples(check.metric, step.candidate), _samples(check.metric, step.stable)
-    total_c = _samples(check.metric, ctx.evidence.attempt.candidate) if ctx.evidence.attempt else 0
     figures = dict(
         candidate=values[0], stable=values[1], threshold=check.threshold,
         candidate_samples=n_c, stable_samples=n_s, evidence=evidence, evidence_needed=ctx.needed,
     )  # fmt: skip
     minimum = ctx.plan.min_samples
-    if evidence >= ctx.needed and total_c >= minimum:
+    # No sample floor for a fail: the e-value is valid at any sample size, and a candidate
+    # failing every request must not serve `min_samples` of them first. The floor guards
+    # a pass, which the absence of evidence at a few samples cannot justify.
+    if evidence >= ctx.needed:
         reason = f"candidate worse than stable by more than {_threshold(check)} ({unit}), "
         reason += f"confidence {ctx.plan.confidence:.0%}"
         return CheckResult(check.name, check.metric, Status.FAIL, reason, **figures)

@@ -106,11 +106,12 @@ def test_a_much_higher_error_rate_fails_with_the_figures() -> None:
     assert result.candidate_samples == 1000
 
 
-def test_errors_need_the_minimum_sample_count_to_fail() -> None:
+def test_overwhelming_evidence_fails_below_the_sample_floor() -> None:
+    """The floor holds a pass back, never a fail: 20 requests that all failed are enough."""
     plan = make_plan(ERRORS, min_samples=5000)
-    result = only(judge(plan, feed(plan, variant(2000, 0), variant(200, 50), times=5), RUNNING))
-    assert result.evidence >= result.evidence_needed
-    assert result.status is Status.INCONCLUSIVE
+    result = only(judge(plan, feed(plan, variant(2000, 20), variant(4, 4), times=5), RUNNING))
+    assert result.candidate_samples == 20
+    assert result.status is Status.FAIL
 
 
 def test_a_slower_candidate_fails_the_p95_check() -> None:
