@@ -240,12 +240,15 @@ class RolloutTraffic:
         self.healthy = VariantTraffic(s.stable, rng, s.tenants)  # the candidate before onset
         self.worse = VariantTraffic(s.candidate, rng, s.tenants)
         self.onset = round(s.onset_s / INTERVAL_S)
-        minutes = intervals // PER_MINUTE + 1
+        minutes = intervals // PER_MINUTE + 2
         calm = [1.0] * minutes
         self.factors = s.bursts.draw(rng, minutes) if s.bursts else (calm, calm)
+        # Bursts start on no particular interval: the analysis must not rely on them lining
+        # up with its own blocks of time.
+        self.phase = int(rng.integers(PER_MINUTE)) if s.bursts else 0
 
     def window(self, i: int, stable_requests: int, candidate_requests: int) -> Window:
-        minute, at = i // PER_MINUTE, i * INTERVAL_S
+        minute, at = (i + self.phase) // PER_MINUTE, i * INTERVAL_S
         candidate = self.worse if i >= self.onset else self.healthy
         return Window(
             self.stable.interval(stable_requests, self.factors[0][minute]),

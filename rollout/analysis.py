@@ -4,7 +4,7 @@ Pure: the controller measures (I/O), this module only accumulates and assesses.
 
 Two kinds of evidence, kept apart on purpose:
 
-* **Fail** needs statistical confidence, and it is looked at every evaluation
+* **Fail** needs statistical confidence, at any sample size, and it is looked at every evaluation
   interval for as long as a rollout runs. Repeated looks at a fixed-sample test
   would roll back healthy candidates far more often than its nominal level, so
   each statistical check keeps an *e-value*: a likelihood-ratio mixture that is
@@ -25,10 +25,15 @@ The tests, by metric:
 * error rate: each interval, conditional on the interval's errors, how many of
   them are the candidate's is binomial with a share fixed by the two request
   counts and the rate ratio (exact for rare, Poisson-like errors). The
-  alternatives are ratios above 1 + threshold.
-* p95 latencies (total, first token, per output token): a candidate within the
-  threshold has at most 5% of its answers slower than (1 + threshold) times stable's
-  p95, so the count above that limit is binomial with p <= 0.05.
+  alternatives are ratios above 1 + threshold, fixed and learned from recent
+  intervals, and bursts of errors are damped (`rollout/error_evidence.py`).
+* latencies (total, first token, per output token) at the check's quantile q
+  (p95 unless the plan says otherwise) and further out in the tail: a candidate
+  within the threshold has at most 1 - q of its answers slower than (1 + threshold)
+  times stable's q-quantile, so the count above that limit is binomial with
+  p <= 1 - q. The same holds further out, where a fifth as many answers lie (for
+  p95: p99), with its own count; the evidence is the mean of the two, so a
+  regression in the slowest 2% is caught by a p95 check too.
 * satisfaction (mean score in points, 0..100): a normal mixture sequential test
   (mSPRT) on the difference in means, with the variance bound m(1 - m) of
   scores in [0, 1]. At weights it judges users' scores, each tenant's counted
@@ -53,14 +58,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from rollout.evalues import (
-    ERROR_RATIO_GRID,
-    TAIL_SHARE,
-    TailEvidence,
-    error_evalue,
-    satisfaction_evalue,
-    tail_evalue,
-)
+from rollout import error_evidence
+from rollout.error_evidence import Counts, ErrorEvidence
+from rollout.evalues import TailEvidence, satisfaction_evalue, tail_evalue
 from rollout.plan import Check, Metric, RolloutPlan
 from rollout.tenants import Capped, capped
 from rollout.traffic import FULL_WEIGHT_BP
@@ -104,6 +104,7 @@ class CheckResult:
     stable_samples: float = 0.0
     evidence: float | None = None  # the e-value; fail at 1 / alpha
     evidence_needed: float | None = None
+    test: str | None = None  # which of the check's tests holds the most evidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +147,10 @@ class Evidence:
 
     attempt: Window | None = None  # since the attempt started: every step
     step: Window | None = None  # since the current step started
-    error_log_lr: tuple[float, ...] = (0.0,) * len(ERROR_RATIO_GRID)
-    tails: Mapping[str, TailEvidence] = field(default_factory=dict)  # by latency metric
+    # By check name. (Earlier versions kept `error_log_lr` and `tails`: a rollout stored
+    # by them starts these afresh, which only forgets evidence.)
+    error_rates: Mapping[str, ErrorEvidence] = field(default_factory=dict)
+    tail_levels: Mapping[str, tuple[TailEvidence, ...]] = field(default_factory=dict)
     # Blind reviews' scores of shadow pairs (as feedback), in shadow steps only.
     reviews: Window | None = None  # since the attempt started
     step_reviews: Window | None = None  # since the current step started
@@ -168,43 +171,31 @@ def accumulate(
 ) -> Evidence:
     """Fold one evaluation interval, and in shadow its blind reviews, into the evidence."""
     step = _add(evidence.step, interval)
-    tails = dict(evidence.tails)
-    error_log_lr = evidence.error_log_lr
+    attempt = _add(evidence.attempt, interval)
+    tails, errors = dict(evidence.tail_levels), dict(evidence.error_rates)
     for check in plan.checks:
         if check.metric is Metric.ERROR_RATE:
-            error_log_lr = _error_log_lr(error_log_lr, check.threshold, interval)
+            errors[check.name] = error_evidence.observe(
+                errors.get(check.name, ErrorEvidence()), check.threshold, _counts(interval),
+                seconds=max(interval.end - interval.start, 0.0), stable_rate=_rate(attempt.stable),
+            )  # fmt: skip
         elif check.metric in _HISTOGRAM:
-            tails[check.metric.value] = _tail(
-                tails.get(check.metric.value, TailEvidence()), check, step, interval
-            )
+            tails[check.name] = _tail(tails.get(check.name), check, step, interval)
     if reviews is not None:
         evidence = replace(
             evidence,
             reviews=_add(evidence.reviews, reviews),
             step_reviews=_add(evidence.step_reviews, reviews),
         )
-    return replace(
-        evidence, attempt=_add(evidence.attempt, interval), step=step,
-        error_log_lr=error_log_lr, tails=tails,
-    )  # fmt: skip
+    return replace(evidence, attempt=attempt, step=step, error_rates=errors, tail_levels=tails)
 
 
-def _error_log_lr(log_lr: tuple[float, ...], threshold: float, w: Window) -> tuple[float, ...]:
-    n_c, n_s = w.candidate.requests, w.stable.requests
-    k_c, k_s = w.candidate.errors, w.stable.errors
-    if n_c <= 0 or n_s <= 0 or k_c + k_s <= 0:
-        return log_lr
-    bound = 1.0 + threshold
+def _counts(w: Window) -> Counts:
+    return Counts(w.candidate.requests, w.candidate.errors, w.stable.requests, w.stable.errors)
 
-    def share(ratio: float) -> float:  # of the interval's errors expected from the candidate
-        return n_c * ratio / (n_c * ratio + n_s)
 
-    null = share(bound)
-    alternatives = (share(bound * m) for m in ERROR_RATIO_GRID)
-    return tuple(
-        acc + k_c * math.log(alt / null) + k_s * math.log((1 - alt) / (1 - null))
-        for acc, alt in zip(log_lr, alternatives, strict=True)
-    )
+def _rate(v: VariantWindow) -> float:
+    return v.errors / v.requests if v.requests > 0 else 0.0
 
 
 def _histogram(v: VariantWindow, metric: Metric) -> Histogram:
@@ -218,14 +209,38 @@ _HISTOGRAM = {
 }
 
 
-def _tail(acc: TailEvidence, check: Check, step: Window, interval: Window) -> TailEvidence:
-    # Stable's p95 over the step so far: a large sample, so the limit is not noise.
-    stable_p95 = _histogram(step.stable, check.metric).quantile(1 - TAIL_SHARE)
+# Stable's quantile is the limit's reference only once stable has this many answers
+# above it in the step: fewer, and the limit is noise.
+REFERENCE_TAIL_ANSWERS = 20
+
+
+def tail_levels(quantile: float) -> tuple[float, ...]:
+    """The check's quantile and one further out, where a fifth as many answers lie.
+
+    >>> tail_levels(0.95)
+    (0.95, 0.99)
+    """
+    return tuple(round(1 - (1 - quantile) / k, 6) for k in (1, 5))
+
+
+def _tail(
+    acc: tuple[TailEvidence, ...] | None, check: Check, step: Window, interval: Window
+) -> tuple[TailEvidence, ...]:
+    levels = tail_levels(check.tail_quantile)
+    acc = acc if acc is not None and len(acc) == len(levels) else (TailEvidence(),) * len(levels)
+    stable = _histogram(step.stable, check.metric)
     candidate = _histogram(interval.candidate, check.metric)
-    if stable_p95 is None or candidate.total <= 0:
+    if candidate.total <= 0:
         return acc
-    limit = (1.0 + check.threshold) * stable_p95
-    return TailEvidence(acc.hits + candidate.count_above(limit), acc.trials + candidate.total)
+    out = []
+    for level, seen in zip(levels, acc, strict=True):
+        reference = stable.quantile(level)
+        if reference is None or stable.total * (1 - level) < REFERENCE_TAIL_ANSWERS:
+            out.append(seen)
+            continue
+        above = candidate.count_above((1.0 + check.threshold) * reference)
+        out.append(TailEvidence(seen.hits + above, seen.trials + candidate.total))
+    return tuple(out)
 
 
 # --- judging --------------------------------------------------------------------------------
@@ -288,13 +303,20 @@ def _decide(
     evidence: float,
     values: tuple[float | None, float | None],
     unit: str,
+    test: str | None = None,
+    looks_worse: bool = True,
 ) -> CheckResult:
-    """The shared rule: fail on confidence, pass on enough samples and weak evidence, else wait."""
+    """The shared rule: fail on confidence, pass on enough samples and weak evidence, else wait.
+
+    `looks_worse`: whether the latest data still points the way the evidence does; evidence
+    past halfway holds a pass back only while it does.
+    """
     step = _step(ctx)
     n_c, n_s = _samples(check.metric, step.candidate), _samples(check.metric, step.stable)
     figures = dict(
         candidate=values[0], stable=values[1], threshold=check.threshold,
         candidate_samples=n_c, stable_samples=n_s, evidence=evidence, evidence_needed=ctx.needed,
+        test=test,
     )  # fmt: skip
     minimum = ctx.plan.min_samples
     # No sample floor for a fail: the e-value is valid at any sample size, and a candidate
@@ -307,7 +329,7 @@ def _decide(
     if min(n_c, n_s) < minimum:
         reason = f"waiting for samples: {n_c:.0f} candidate, {n_s:.0f} stable of {minimum} each"
         return CheckResult(check.name, check.metric, Status.INCONCLUSIVE, reason, **figures)
-    if evidence >= math.sqrt(ctx.needed):
+    if evidence >= math.sqrt(ctx.needed) and looks_worse:
         reason = f"looks worse than {_threshold(check)} ({unit}), not yet with confidence"
         return CheckResult(check.name, check.metric, Status.INCONCLUSIVE, reason, **figures)
     reason = f"within {_threshold(check)} ({unit})"
@@ -336,22 +358,35 @@ def _error_rate(check: Check, ctx: _Context) -> CheckResult:
     w = _step(ctx)
     rate_c = w.candidate.errors / w.candidate.requests if w.candidate.requests else None
     rate_s = w.stable.errors / w.stable.requests if w.stable.requests else None
+    errors = ctx.evidence.error_rates.get(check.name, ErrorEvidence())
+    stable_rate = _rate(ctx.evidence.attempt.stable) if ctx.evidence.attempt else 0.0
+    evidence = error_evidence.evalue(errors, stable_rate)
+    test = error_evidence.leading(errors, stable_rate)
+    if errors.damped_blocks:
+        test += f"; {errors.damped_blocks} burst block(s) damped"
+    # The evidence never decays while the candidate is healthy (the plug-in bets stop): what
+    # the step shows decides whether evidence past halfway still holds a pass back.
+    worse = rate_c is None or rate_s is None or rate_c > (1 + check.threshold) * rate_s
     return _decide(
-        check, ctx,
-        evidence=error_evalue(ctx.evidence.error_log_lr),
-        values=(rate_c, rate_s), unit="error rate",
+        check, ctx, evidence=evidence, values=(rate_c, rate_s), unit="error rate",
+        test=test, looks_worse=worse,
     )  # fmt: skip
 
 
 def _tail_check(check: Check, ctx: _Context) -> CheckResult:
     w = _step(ctx)
+    q = check.tail_quantile
     h_c, h_s = _histogram(w.candidate, check.metric), _histogram(w.stable, check.metric)
-    p95_c, p95_s = h_c.quantile(1 - TAIL_SHARE), h_s.quantile(1 - TAIL_SHARE)
-    tail = ctx.evidence.tails.get(check.metric.value, TailEvidence())
+    levels = tail_levels(q)
+    seen = ctx.evidence.tail_levels.get(check.name, (TailEvidence(),) * len(levels))
+    per_level = [tail_evalue(t, 1 - level) for t, level in zip(seen, levels, strict=True)]
+    top = max(range(len(levels)), key=per_level.__getitem__)
     return _decide(
         check, ctx,
-        evidence=tail_evalue(tail),
-        values=(p95_c, p95_s), unit=f"{check.metric.value}, seconds",
+        evidence=sum(per_level) / len(per_level),
+        values=(h_c.quantile(q), h_s.quantile(q)),
+        unit=f"{check.metric.value} at p{100 * q:g}, seconds",
+        test=f"share above {1 + check.threshold:g}x stable's p{100 * levels[top]:g}",
     )  # fmt: skip
 
 

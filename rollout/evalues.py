@@ -5,7 +5,7 @@ alternatives (equally weighted), a (super)martingale while the candidate is
 within its threshold, so that by Ville's inequality it reaches 1/alpha during a
 rollout with probability at most alpha, however often it is looked at.
 
-    >>> round(tail_evalue(TailEvidence(hits=5, trials=100)), 2)  # 5% above the limit: the null
+    >>> round(tail_evalue(TailEvidence(hits=5, trials=100), 0.05), 2)  # 5% above: the null
     0.13
 """
 
@@ -18,9 +18,7 @@ from rollout.windows import VariantWindow, Window
 
 # Alternatives the e-value mixes over, equally weighted. Wider grids react to
 # gross regressions sooner; denser ones near the threshold find marginal ones.
-ERROR_RATIO_GRID = (1.25, 1.5, 2.0, 3.0, 5.0, 10.0)  # times (1 + threshold)
-TAIL_SHARE_GRID = (0.075, 0.1, 0.15, 0.2, 0.3, 0.5)  # share above the limit; null 0.05
-TAIL_SHARE = 0.05  # the p95's tail
+TAIL_SHARE_GRID = (1.5, 2.0, 3.0, 4.0, 6.0, 10.0)  # times the null share above the limit
 SATISFACTION_MIXTURE_SD = 0.10  # mSPRT prior scale, in score units (10 points)
 MAX_LOG_EVIDENCE = 700.0  # e-values are capped below float overflow (and JSON's reach)
 
@@ -40,17 +38,15 @@ def _mixture(log_lrs: tuple[float, ...]) -> float:
     return sum(math.exp(x) for x in log_lrs) / len(log_lrs)
 
 
-def error_evalue(log_lr: tuple[float, ...]) -> float:
-    return _mixture(log_lr)
-
-
-def tail_evalue(tail: TailEvidence) -> float:
+def tail_evalue(tail: TailEvidence, null_share: float) -> float:
+    """Evidence that more than `null_share` of the candidate's answers are above the limit."""
     if tail.trials <= 0:
         return 1.0
     misses = tail.trials - tail.hits
+    shares = (min(null_share * m, 0.99) for m in TAIL_SHARE_GRID)
     return _mixture(tuple(
-        tail.hits * math.log(p / TAIL_SHARE) + misses * math.log((1 - p) / (1 - TAIL_SHARE))
-        for p in TAIL_SHARE_GRID
+        tail.hits * math.log(p / null_share) + misses * math.log((1 - p) / (1 - null_share))
+        for p in shares
     ))  # fmt: skip
 
 

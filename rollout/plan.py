@@ -94,12 +94,12 @@ class Metric(StrEnum):
     PROMQL = "promql"
 
 
-RELATIVE_METRICS = frozenset({
-    Metric.ERROR_RATE,
+LATENCY_METRICS = frozenset({
     Metric.LATENCY_P95,
     Metric.TIME_TO_FIRST_TOKEN_P95,
     Metric.TIME_PER_OUTPUT_TOKEN_P95,
 })  # fmt: skip
+DEFAULT_QUANTILE = 0.95
 
 
 class Check(_Strict):
@@ -110,12 +110,18 @@ class Check(_Strict):
     tolerated drop in points (0..100) for satisfaction; the largest tolerated
     value of the query for PromQL (evaluated with `$variant` replaced by the
     candidate's name). Safety tolerates no incident and takes no threshold.
+
+    `quantile` (latency checks only; 0.95 when left out, whatever the metric's
+    name says): the quantile compared, and where the check of the upper tail
+    starts: answers above (1 + threshold) times stable's quantile, and above the
+    same multiple of the quantile where a fifth as many lie: p95 and p99, say.
     """
 
     name: str = Field(pattern=NAME)
     metric: Metric
     threshold: float | None = Field(default=None, ge=0)
     query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)] | None = None
+    quantile: float | None = Field(default=None, ge=0.5, le=0.999)
 
     @model_validator(mode="after")
     def _fits_its_metric(self) -> Check:
@@ -126,7 +132,13 @@ class Check(_Strict):
             raise ValueError(f"threshold: required for a {self.metric.value} check")
         if (self.metric is Metric.PROMQL) != (self.query is not None):
             raise ValueError("query: required for a promql check, and only there")
+        if self.quantile is not None and self.metric not in LATENCY_METRICS:
+            raise ValueError("quantile: only latency checks compare a quantile")
         return self
+
+    @property
+    def tail_quantile(self) -> float:
+        return DEFAULT_QUANTILE if self.quantile is None else self.quantile
 
 
 DEFAULT_STEPS: tuple[ShadowStep | WeightStep | PauseStep, ...] = (
