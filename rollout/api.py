@@ -42,9 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rollout.controller import exposure, measure_series
 from rollout.errors import PlanTooLarge
-from rollout.evalues import TAIL_SHARE
 from rollout.machine import AuditEvent, Command, CommandKind, shadow_sample, step_label, weight_bp
-from rollout.plan import MAX_PLAN_BYTES, MAX_REASON_CHARS, RolloutPlan
+from rollout.plan import DEFAULT_QUANTILE, MAX_PLAN_BYTES, MAX_REASON_CHARS, RolloutPlan
 from rollout.record import Rollout
 from rollout.service import Clock, RolloutService
 from rollout.source import REVIEW_ROLE, MetricSource
@@ -136,7 +135,7 @@ def variant_point(v: VariantWindow, scores: VariantWindow) -> dict:
     return {
         "requests": v.requests,
         "error_rate": v.errors / v.requests if v.requests else None,
-        "latency_p95_s": v.latency.quantile(1 - TAIL_SHARE),
+        "latency_p95_s": v.latency.quantile(DEFAULT_QUANTILE),
         "mean_score": 100 * scores.feedback_sum / scored if scored else None,
         "scored": scored,
     }

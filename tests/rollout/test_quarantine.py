@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from rollout.analysis import CheckResult, Evidence, Status, Verdict
 from rollout.control_plane import ControlPlane
 from rollout.controller import Controller, TrafficSync
+from rollout.error_evidence import ErrorEvidence
 from rollout.errors import RolloutUnreadable, Unstorable
 from rollout.machine import Command, CommandKind, EventKind, Phase
 from rollout.plan import Metric
@@ -121,7 +122,9 @@ async def test_a_quarantined_record_is_deleted_at_its_revision(store: Store, spo
 @pytest.mark.parametrize(
     "spoiled",
     [
-        lambda r: replace(r, evidence=Evidence(error_log_lr=(math.nan,) * 6)),
+        lambda r: replace(
+            r, evidence=Evidence(error_rates={"e": ErrorEvidence(closed=(math.nan,) * 6)})
+        ),
         lambda r: replace(r, created_at=math.inf),
         lambda r: replace(
             r,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 
@@ -10,10 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rollout.analysis import CheckResult, Evidence, Status, Verdict
+from rollout.error_evidence import COMPONENTS, ErrorEvidence
 from rollout.errors import Unstorable
 from rollout.evalues import TailEvidence
 from rollout.machine import Hold, Phase, start
 from rollout.plan import (
+    LATENCY_METRICS,
     MAX_ADAPTER_CHARS,
     MAX_CHECKS,
     MAX_MODEL_CHARS,
@@ -67,6 +70,8 @@ def checks_of(name: str) -> st.SearchStrategy[Check]:
     query = st.text(min_size=1, max_size=40) | st.text(min_size=1, max_size=MAX_QUERY_CHARS)
     return st.one_of(
         st.builds(Check, name=st.just(name), metric=statistical, threshold=non_negative),
+        st.builds(Check, name=st.just(name), metric=st.sampled_from(sorted(LATENCY_METRICS)),
+                  threshold=non_negative, quantile=st.floats(0.5, 0.999)),
         st.builds(Check, name=st.just(name), metric=st.just(Metric.SAFETY)),
         st.builds(Check, name=st.just(name), metric=st.just(Metric.PROMQL),
                   threshold=non_negative, query=query),
@@ -106,18 +111,26 @@ variant_windows = st.builds(
     time_per_token=histograms(), feedback_count=numbers, feedback_sum=numbers, incidents=numbers,
 )  # fmt: skip
 windows = st.builds(Window, variant_windows, variant_windows, numbers, numbers)
+components = st.tuples(*[numbers] * len(COMPONENTS))
+error_evidence = st.builds(
+    ErrorEvidence, closed=components, block=components, block_seconds=numbers,
+    block_errors=numbers, recent_errors=numbers, rate_requests=numbers, last_share=numbers,
+    damped_blocks=st.integers(0, 10**6),
+)  # fmt: skip
 evidence = st.builds(
     Evidence, attempt=maybe(windows), step=maybe(windows),
-    error_log_lr=st.tuples(*[numbers] * 6),
-    tails=st.dictionaries(st.sampled_from([m.value for m in Metric]),
-                          st.builds(TailEvidence, numbers, numbers)),
+    error_rates=st.dictionaries(names, error_evidence, max_size=2),
+    tail_levels=st.dictionaries(
+        names, st.lists(st.builds(TailEvidence, numbers, numbers), max_size=2).map(tuple),
+        max_size=2,
+    ),
     reviews=maybe(windows), step_reviews=maybe(windows),
 )  # fmt: skip
 results = st.builds(
     CheckResult, names, st.sampled_from(Metric), st.sampled_from(Status), texts,
     candidate=maybe(numbers), stable=maybe(numbers), threshold=maybe(numbers),
     candidate_samples=numbers, stable_samples=numbers, evidence=maybe(numbers),
-    evidence_needed=maybe(numbers),
+    evidence_needed=maybe(numbers), test=maybe(texts),
 )  # fmt: skip
 verdicts = st.builds(
     Verdict, st.lists(results, max_size=4).map(tuple), numbers, maybe(texts)
@@ -168,6 +181,25 @@ async def test_every_record_a_store_accepts_reads_back_equal(store: Store, rollo
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rollout=rollouts(), poison=st.sampled_from([math.inf, -math.inf, math.nan]))
 def test_a_rollout_holding_inf_or_nan_is_not_serialized_and_says_where(rollout, poison) -> None:
-    spoiled = replace(rollout, evidence=replace(rollout.evidence, error_log_lr=(poison,) * 6))
-    with pytest.raises(Unstorable, match=r"evidence\.error_log_lr\.0 is not a finite number"):
+    errors = {"error-rate": ErrorEvidence(closed=(poison,) * len(COMPONENTS))}
+    spoiled = replace(rollout, evidence=replace(rollout.evidence, error_rates=errors))
+    with pytest.raises(
+        Unstorable, match=r"evidence\.error_rates\.error-rate\.closed\.0 is not a finite number"
+    ):
         spoiled.to_json()
+
+
+def test_a_rollout_stored_with_the_earlier_evidence_reads_back_with_that_evidence_afresh() -> None:
+    """Before issue 13 the evidence held `error_log_lr` and `tails`: such a rollout still
+    loads, and its error and tail evidence start again (forgetting never fools a check)."""
+    plan = RolloutPlan.model_validate(
+        {"route": "support", "candidate": {"name": "v2", "backend": "local", "model": "v2"}}
+    )
+    stable = Variant("base", "local", "base")
+    rollout = Rollout(plan, stable, start("r1", plan, 0.0, "sre")[0], created_at=0.0)
+    stored = json.loads(rollout.to_json())
+    stored["evidence"]["error_log_lr"] = [3.0] * 6
+    stored["evidence"]["tails"] = {"latency_p95": {"hits": 1.0, "trials": 2.0}}
+    loaded = Rollout.from_json(json.dumps(stored))
+    assert loaded.evidence.error_rates == {}
+    assert loaded.evidence.tail_levels == {}
