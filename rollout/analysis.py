@@ -60,7 +60,7 @@ from enum import StrEnum
 
 from rollout import error_evidence
 from rollout.error_evidence import Counts, ErrorEvidence
-from rollout.evalues import TailEvidence, satisfaction_evalue, tail_evalue
+from rollout.evalues import TailEvidence, satisfaction_evalue, tail_evalue, tail_observed
 from rollout.plan import Check, Metric, RolloutPlan
 from rollout.tenants import Capped, capped
 from rollout.traffic import FULL_WEIGHT_BP
@@ -239,7 +239,7 @@ def _tail(
             out.append(seen)
             continue
         above = candidate.count_above((1.0 + check.threshold) * reference)
-        out.append(TailEvidence(seen.hits + above, seen.trials + candidate.total))
+        out.append(tail_observed(seen, 1 - level, above, candidate.total))
     return tuple(out)
 
 
@@ -379,7 +379,7 @@ def _tail_check(check: Check, ctx: _Context) -> CheckResult:
     h_c, h_s = _histogram(w.candidate, check.metric), _histogram(w.stable, check.metric)
     levels = tail_levels(q)
     seen = ctx.evidence.tail_levels.get(check.name, (TailEvidence(),) * len(levels))
-    per_level = [tail_evalue(t, 1 - level) for t, level in zip(seen, levels, strict=True)]
+    per_level = [tail_evalue(t) for t in seen]
     top = max(range(len(levels)), key=per_level.__getitem__)
     return _decide(
         check, ctx,

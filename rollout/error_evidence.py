@@ -85,10 +85,10 @@ class Component:
 COMPONENTS = (
     Component("steady", 0.35, prior_expected=2.0, dead_zone=1.15),
     Component("watchful", 0.35, prior_expected=1.0, dead_zone=1.5),
-    Component("gross 10x", 0.1 / 3, ratio=10.0),
-    Component("gross 30x", 0.1 / 3, ratio=30.0),
-    Component("gross 100x", 0.1 / 3, ratio=100.0),
-    Component("outage", 0.2),
+    Component("gross 10x", 0.05 / 3, ratio=10.0),
+    Component("gross 30x", 0.05 / 3, ratio=30.0),
+    Component("gross 100x", 0.05 / 3, ratio=100.0),
+    Component("outage", 0.25),
 )
 _OUTAGE = len(COMPONENTS) - 1
 

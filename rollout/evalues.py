@@ -5,8 +5,11 @@ alternatives (equally weighted), a (super)martingale while the candidate is
 within its threshold, so that by Ville's inequality it reaches 1/alpha during a
 rollout with probability at most alpha, however often it is looked at.
 
-    >>> round(tail_evalue(TailEvidence(hits=5, trials=100), 0.05), 2)  # 5% above: the null
-    0.13
+    >>> tail = tail_observed(TailEvidence(), 0.05, hits=5, trials=100)  # 5% above: the null
+    >>> round(tail_evalue(tail), 2)
+    0.19
+    >>> tail_evalue(tail_observed(tail, 0.05, hits=30, trials=100)) > 1000  # then 30% above
+    True
 """
 
 from __future__ import annotations
@@ -16,19 +19,21 @@ from dataclasses import dataclass
 
 from rollout.windows import VariantWindow, Window
 
-# Alternatives the e-value mixes over, equally weighted. Wider grids react to
-# gross regressions sooner; denser ones near the threshold find marginal ones.
-TAIL_SHARE_GRID = (1.5, 2.0, 3.0, 4.0, 6.0, 10.0)  # times the null share above the limit
+TAIL_PRIOR_HITS = 10.0
+TAIL_DEAD_ZONE = 1.2
+MAX_TAIL_SHARE = 0.999
 SATISFACTION_MIXTURE_SD = 0.10  # mSPRT prior scale, in score units (10 points)
 MAX_LOG_EVIDENCE = 700.0  # e-values are capped below float overflow (and JSON's reach)
 
 
 @dataclass(frozen=True, slots=True)
 class TailEvidence:
-    """Candidate answers above stable's limit (`hits`) out of `trials`."""
+    """Candidate answers above stable's limit (`hits`) out of `trials`, and the log evidence
+    of a bet on the share above, placed each interval on the share seen before it."""
 
     hits: float = 0.0
     trials: float = 0.0
+    log_bet: float = 0.0
 
 
 def _mixture(log_lrs: tuple[float, ...]) -> float:
@@ -38,16 +43,30 @@ def _mixture(log_lrs: tuple[float, ...]) -> float:
     return sum(math.exp(x) for x in log_lrs) / len(log_lrs)
 
 
-def tail_evalue(tail: TailEvidence, null_share: float) -> float:
-    """Evidence that more than `null_share` of the candidate's answers are above the limit."""
-    if tail.trials <= 0:
-        return 1.0
-    misses = tail.trials - tail.hits
-    shares = (min(null_share * m, 0.99) for m in TAIL_SHARE_GRID)
-    return _mixture(tuple(
-        tail.hits * math.log(p / null_share) + misses * math.log((1 - p) / (1 - null_share))
-        for p in shares
-    ))  # fmt: skip
+def tail_observed(
+    seen: TailEvidence, null_share: float, hits: float, trials: float
+) -> TailEvidence:
+    """Fold in one interval: `hits` of its `trials` above the limit.
+
+    The share bet on comes from earlier intervals only (with a prior of twice the null
+    share, worth `TAIL_PRIOR_HITS`), so the product of the bets is a supermartingale
+    while at most `null_share` of the answers are above; a share within
+    `TAIL_DEAD_ZONE` of the null is not bet on. A bet tuned by the data costs less than
+    a mixture's spread over alternatives it does not need.
+    """
+    prior_trials = TAIL_PRIOR_HITS / (2 * null_share)
+    share = min((seen.hits + TAIL_PRIOR_HITS) / (seen.trials + prior_trials), MAX_TAIL_SHARE)
+    log_bet = seen.log_bet
+    if share >= TAIL_DEAD_ZONE * null_share and trials > 0:
+        log_bet += hits * math.log(share / null_share) + (trials - hits) * math.log(
+            (1 - share) / (1 - null_share)
+        )
+    return TailEvidence(seen.hits + hits, seen.trials + trials, log_bet)
+
+
+def tail_evalue(tail: TailEvidence) -> float:
+    """Evidence that more of the candidate's answers are above the limit than the null share."""
+    return math.exp(min(tail.log_bet, MAX_LOG_EVIDENCE))
 
 
 def _mean_and_variance(v: VariantWindow) -> tuple[float, float]:
