@@ -1,0 +1,244 @@
+"""The error-rate check's e-process (`rollout/error_evidence.py`), fed interval counts.
+
+Every interval is 10 s and stable fails 1% of its requests. The fail level is the default
+plan's: its three statistical checks share alpha = 5%, so each fails at 1 / (0.05 / 3) = 60.
+Errors are drawn at random where chance is the point (false alarms); elsewhere intervals hold
+their expected counts, so that a figure measures the method, not a seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+from itertools import cycle, islice
+
+import numpy as np
+import pytest
+
+from rollout.error_evidence import (
+    BLOCK_S,
+    COMPONENTS,
+    Counts,
+    ErrorEvidence,
+    evalue,
+    leading,
+    observe,
+    recent_ratio,
+)
+
+INTERVAL_S = 10.0
+STABLE_RATE = 0.01
+THRESHOLD = 0.1
+FAIL_LEVEL = 60.0
+BLOCK = round(BLOCK_S / INTERVAL_S)  # intervals in a block
+
+
+def fold(counts: Iterable[Counts], e: ErrorEvidence | None = None) -> Iterator[ErrorEvidence]:
+    """The evidence after each interval."""
+    e = e or ErrorEvidence()
+    for c in counts:
+        e = observe(e, THRESHOLD, c, seconds=INTERVAL_S, stable_rate=STABLE_RATE)
+        yield e
+
+
+def after(counts: Iterable[Counts], e: ErrorEvidence | None = None) -> ErrorEvidence:
+    *_, last = fold(counts, e)
+    return last
+
+
+def value(e: ErrorEvidence) -> float:
+    return evalue(e, STABLE_RATE)
+
+
+def crossing(states: Iterable[ErrorEvidence]) -> tuple[int, ErrorEvidence]:
+    """The first interval (from 1) whose evidence reaches the fail level, and that evidence."""
+    return next((i, e) for i, e in enumerate(states, 1) if value(e) >= FAIL_LEVEL)
+
+
+def expected(ratio: float = 1.0, candidate: float = 50, stable: float = 450) -> Counts:
+    """An interval's expected counts (fractional, as Prometheus' increase() gives them)."""
+    return Counts(candidate, candidate * STABLE_RATE * ratio, stable, stable * STABLE_RATE)
+
+
+def drawn(rng: np.random.Generator, candidate: int, stable: int) -> Iterator[Counts]:
+    """Endless intervals of independent errors, both variants at stable's rate."""
+    while True:
+        errors = rng.binomial((candidate, stable), STABLE_RATE)
+        yield Counts(candidate, float(errors[0]), stable, float(errors[1]))
+
+
+HEALTHY = expected()
+ONE_HOUR = 360  # intervals
+
+
+@pytest.mark.parametrize(("candidate", "stable"), [(5, 45), (50, 450)], ids=["5rps", "50rps"])
+def test_a_candidate_equal_to_stable_never_reaches_the_fail_level(
+    candidate: int, stable: int
+) -> None:
+    """2,000 looks (5.6 hours at 10% weight) are many times a rollout's: a fixed-sample test
+    looked at this often would have fired. Ville's inequality bounds the chance of ever
+    reaching 60 by 1/60 for any seed, and damping only lowers it: over 100 seeds at 50 rps
+    the highest evidence seen was 15."""
+    states = fold(islice(drawn(np.random.default_rng(13), candidate, stable), 2000))
+    assert max(value(e) for e in states) < FAIL_LEVEL
+
+
+def failing_every_request(
+    route: int, sent: tuple[int, ...], stable_errors: tuple[int, ...]
+) -> list[Counts]:
+    """`route` requests an interval, `sent` of them to the candidate in turn, all failing."""
+    pairs = islice(zip(cycle(sent), cycle(stable_errors)), 100)
+    return [Counts(n, n, route - n, s) for n, s in pairs]
+
+
+GROSS = {
+    "5rps at 1%": (50, (1, 0), (0, 1)),  # half a candidate request an interval
+    "5rps at 5%": (50, (2, 3), (0, 1)),
+    "50rps at 1%": (500, (5,), (5,)),
+}
+
+
+@pytest.mark.parametrize("name", GROSS)
+def test_a_candidate_failing_every_request_fails_within_20_of_them(name: str) -> None:
+    counts = failing_every_request(*GROSS[name])
+    i, _ = crossing(fold(counts))
+    assert sum(c.candidate_requests for c in counts[:i]) <= 20
+
+
+@pytest.mark.parametrize("name", ["5rps at 5%", "50rps at 1%"])
+def test_the_outage_component_decides_a_candidate_failing_every_request(name: str) -> None:
+    """A first failing interval could be a burst (damped); the outage bet is not damped."""
+    _, e = crossing(fold(failing_every_request(*GROSS[name])))
+    assert leading(e, STABLE_RATE) == "outage"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="stable failing nothing, the candidate's own rate starts at ~0: every block with 2+ "
+    "candidate errors is damped as a burst (eta ~ 1/errors^2) and teaches the rate about one "
+    "error. Evidence 0.8 after a minute; 60 after 250 s at 5 rps, 490 s (1,225 candidate "
+    "errors) at 50 rps; with stable at 1%: 190 s, 250 s. The e2e rollback of a candidate "
+    "failing half its requests at 10% for 60 s is promoted instead",
+)
+@pytest.mark.parametrize(("candidate", "stable"), [(5, 45), (50, 450)], ids=["5rps", "50rps"])
+def test_a_candidate_failing_half_its_requests_fails_within_a_minute_where_stable_never_does(
+    candidate: int, stable: int
+) -> None:
+    e = ErrorEvidence()
+    for _ in range(BLOCK):
+        half = Counts(candidate, candidate / 2, stable, 0.0)
+        e = observe(e, THRESHOLD, half, seconds=INTERVAL_S, stable_rate=0.0)
+    assert evalue(e, 0.0) >= FAIL_LEVEL
+
+
+@pytest.mark.parametrize("intervals", [1, BLOCK, 2 * BLOCK])
+def test_an_incident_hitting_both_variants_adds_no_evidence(intervals: int) -> None:
+    """Both error counts up 50x, in proportion to traffic: the candidate's share is unchanged."""
+    before = after([HEALTHY] * 3 * BLOCK)
+    incident = [Counts(50, 25, 450, 225)] * intervals
+    states = fold(incident + [HEALTHY] * 3 * BLOCK, before)
+    assert max(value(e) for e in states) <= value(before) <= 1.0
+
+
+BURST = expected(20)  # one minute at 20x the candidate's recent error rate
+
+
+def test_a_burst_block_is_damped() -> None:
+    healthy = after([HEALTHY] * 2 * BLOCK)
+    almost = after([BURST] * (BLOCK - 1), healthy)
+    # The open block's log likelihood ratios banked as they are: what the counts alone say.
+    undamped = replace(
+        almost,
+        closed=tuple(a + b for a, b in zip(almost.closed, almost.block, strict=True)),
+        block=(0.0,) * len(COMPONENTS),
+    )
+    assert value(undamped) > 1e6 * FAIL_LEVEL
+    burst = after([BURST], almost)
+    assert burst.damped_blocks == 1
+    assert value(burst) < 1.0
+    assert max(value(e) for e in fold([HEALTHY] * 10 * BLOCK, burst)) < 1.0
+
+
+def test_the_same_excess_lasting_is_not_damped_away() -> None:
+    i, _ = crossing(fold([BURST] * 100, after([HEALTHY] * 2 * BLOCK)))
+    assert i <= 60
+
+
+def intervals_to_fail(ratio: float, history: int) -> int:
+    healthy = after([HEALTHY] * history) if history else None
+    return crossing(fold([expected(ratio)] * 200, healthy))[0]
+
+
+@pytest.mark.parametrize("history", [0, ONE_HOUR], ids=["from-the-start", "after-an-hour"])
+def test_a_sustained_3x_regression_fails_within_10_minutes(history: int) -> None:
+    assert intervals_to_fail(3, history) <= 60
+
+
+def test_a_late_regression_is_heard_the_same_after_an_hour_or_ten() -> None:
+    """The plug-ins stop betting while the candidate is healthy: history does not pile up."""
+    assert intervals_to_fail(3, ONE_HOUR) == intervals_to_fail(3, 10 * ONE_HOUR)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured: 3x found after 11 intervals from the start, 32 after an hour's health "
+    "(seeded binomial draws: medians 11 and 41.5); the plug-ins' estimate must first climb "
+    "from ~1 over the dead zone, learning only as blocks close",
+)
+def test_a_late_regression_is_found_within_twice_the_time_from_the_start() -> None:
+    assert intervals_to_fail(3, ONE_HOUR) <= 2 * intervals_to_fail(3, 0)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured after an hour's health: 3x found after 32 intervals, 20x after 55 with "
+    "9 blocks damped (the docstring: 'not damped for long ... within a few blocks'); each "
+    "block teaches the rates at most mean + sqrt(allowed) errors",
+)
+def test_a_larger_late_regression_is_found_no_later_than_a_smaller_one() -> None:
+    assert intervals_to_fail(20, ONE_HOUR) <= intervals_to_fail(3, ONE_HOUR)
+
+
+def test_the_recent_ratio_learns_only_when_a_block_closes() -> None:
+    first = list(fold([expected(3)] * BLOCK))
+    assert [recent_ratio(e) for e in first[:-1]] == [None] * (BLOCK - 1)
+    learned = recent_ratio(first[-1])
+    assert learned is not None
+    second = list(fold([expected(1)] * BLOCK, first[-1]))
+    assert [recent_ratio(e) for e in second[:-1]] == [learned] * (BLOCK - 1)
+    assert recent_ratio(second[-1]) < learned
+
+
+BIASED = pytest.mark.xfail(
+    strict=True,
+    reason="recent_expected is the interval's errors (the candidate's excess included) times "
+    "the null share, so a ratio r reads as r (n_c + n_s) / (r n_c + n_s): 3x reads 2.5 at 10% "
+    "weight, 1.5 at 50%, 1.1 at 80% (and 10x at 50% reads 0.56, its burst-capped errors over "
+    "an uncapped expectation)",
+)
+
+
+@pytest.mark.parametrize(
+    ("candidate", "stable"),
+    [(5, 495), pytest.param(50, 450, marks=BIASED), pytest.param(250, 250, marks=BIASED)],
+    ids=["1%", "10%", "50%"],
+)
+def test_the_recent_ratio_is_the_ratio_the_candidate_showed(candidate: int, stable: int) -> None:
+    e = after([expected(3, candidate, stable)] * BLOCK)
+    assert recent_ratio(e) == pytest.approx(3.0, rel=0.05)
+
+
+@pytest.mark.parametrize("name", ["steady", "watchful"])
+def test_an_intervals_own_errors_do_not_move_the_ratio_bet_on_in_it(name: str) -> None:
+    """With the bet fixed beforehand the log likelihood ratio is linear in the candidate's
+    errors; a bet that peeked at them would bend it."""
+    k = [c.name for c in COMPONENTS].index(name)
+    bettor = after([expected(3)] * BLOCK)  # past the dead zone: both plug-ins bet
+
+    def log_lr(errors: float) -> float:
+        return after([Counts(50, errors, 450, 4.5)], bettor).block[k]
+
+    step = log_lr(1) - log_lr(0)
+    assert step > 0
+    for errors in (5, 20, 50):
+        assert log_lr(errors) - log_lr(0) == pytest.approx(errors * step)
