@@ -210,8 +210,9 @@ _HISTOGRAM = {
 
 
 # Stable's quantile is the limit's reference only once stable has this many answers
-# above it in the step: fewer, and the limit is noise.
-REFERENCE_TAIL_ANSWERS = 20
+# above it in the step: fewer, and the limit is noise. (The check waits for its own
+# quantile's reference; the level further out may come later.)
+REFERENCE_TAIL_ANSWERS = 5
 
 
 def tail_levels(quantile: float) -> tuple[float, ...]:
@@ -381,6 +382,14 @@ def _tail_check(check: Check, ctx: _Context) -> CheckResult:
     seen = ctx.evidence.tail_levels.get(check.name, (TailEvidence(),) * len(levels))
     per_level = [tail_evalue(t) for t in seen]
     top = max(range(len(levels)), key=per_level.__getitem__)
+    if seen[0].trials <= 0:  # no reference yet: no evidence either way, so no pass
+        needed = math.ceil(REFERENCE_TAIL_ANSWERS / (1 - q))
+        return CheckResult(
+            check.name, check.metric, Status.INCONCLUSIVE,
+            f"waiting for stable's p{100 * q:g}: {h_s.total:.0f} stable answers in the step, "
+            f"{needed} make a reference",
+            threshold=check.threshold, candidate_samples=h_c.total, stable_samples=h_s.total,
+        )  # fmt: skip
     return _decide(
         check, ctx,
         evidence=sum(per_level) / len(per_level),

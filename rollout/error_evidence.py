@@ -69,7 +69,7 @@ BURST_SLACK = 1.0  # a single error is never a burst; a second in the same block
 RATE_PRIOR_REQUESTS = 50.0  # before its history, the candidate is expected at 2x stable's rate
 OUTAGE_SHARE = 0.5
 OUTAGE_ALTERNATIVE = 0.999
-MAX_RATIO = 1000.0
+MAX_RATIO = 5.0  # times the threshold ratio: beyond, the gross bets speak
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +112,15 @@ class ErrorEvidence:
     block_seconds: float = 0.0
     block_errors: float = 0.0  # the candidate's, in the open block
     block_requests: float = 0.0
-    block_expected: float = 0.0  # the candidate's errors at stable's rate, given the errors
-    block_compared_errors: float = 0.0  # the candidate's, in intervals both variants served
-    recent_errors: float = 0.0  # the candidate's, discounted by block: the plug-ins' data
-    recent_expected: float = 0.0  # ... and what they would be at stable's rate
+    # In the intervals both variants served, for the plug-ins:
+    block_compared_errors: float = 0.0  # the candidate's
+    block_compared_requests: float = 0.0
+    block_stable_errors: float = 0.0
+    block_stable_requests: float = 0.0
+    recent_errors: float = 0.0  # the same, discounted by block: the plug-ins' data
+    recent_requests: float = 0.0
+    recent_stable_errors: float = 0.0
+    recent_stable_requests: float = 0.0
     rate_errors: float = 0.0  # the candidate's, discounted by block: damping's reference
     rate_requests: float = 0.0
     last_share: float = 0.0  # of the candidate's requests that failed, in its last interval
@@ -131,15 +136,16 @@ def observe(
     bound = 1.0 + threshold
     logs = tuple(_log_lr(e, comp, bound, c) for comp in COMPONENTS)
     compared = c.candidate_requests > 0 and c.stable_requests > 0
-    total = c.candidate_errors + c.stable_errors
     e = replace(
         e,
         block=tuple(a + b for a, b in zip(e.block, logs, strict=True)),
         block_seconds=e.block_seconds + seconds,
         block_errors=e.block_errors + c.candidate_errors,
         block_requests=e.block_requests + c.candidate_requests,
-        block_expected=e.block_expected + (total * _share(c, 1.0) if compared else 0.0),
-        block_compared_errors=e.block_compared_errors + (c.candidate_errors if compared else 0),
+        block_compared_errors=e.block_compared_errors + c.candidate_errors * compared,
+        block_compared_requests=e.block_compared_requests + c.candidate_requests * compared,
+        block_stable_errors=e.block_stable_errors + c.stable_errors * compared,
+        block_stable_requests=e.block_stable_requests + c.stable_requests * compared,
         last_share=(
             c.candidate_errors / c.candidate_requests if c.candidate_requests > 0 else e.last_share
         ),
@@ -148,8 +154,8 @@ def observe(
 
 
 def _close_block(e: ErrorEvidence, stable_rate: float) -> ErrorEvidence:
-    """Bank the block, damped; the estimates learn from it with a burst's excess cut off, so
-    that a burst neither raises the next bets nor hides the next burst."""
+    """Bank the block, damped; the plug-ins learn from it with a burst's excess cut off, so
+    that a burst does not raise the next bets."""
     burst = _burst(e, stable_rate)
     keep_rate = 0.5 ** (1 / RATE_HALF_LIFE_BLOCKS)
     keep_recent = 0.5 ** (e.block_seconds / RECENT_HALF_LIFE_S)
@@ -161,11 +167,17 @@ def _close_block(e: ErrorEvidence, stable_rate: float) -> ErrorEvidence:
         block_seconds=0.0,
         block_errors=0.0,
         block_requests=0.0,
-        block_expected=0.0,
         block_compared_errors=0.0,
+        block_compared_requests=0.0,
+        block_stable_errors=0.0,
+        block_stable_requests=0.0,
         recent_errors=keep_recent * e.recent_errors + kept,
-        recent_expected=keep_recent * e.recent_expected + e.block_expected,
-        rate_errors=keep_rate * e.rate_errors + min(e.block_errors, burst.cap),
+        recent_requests=keep_recent * e.recent_requests + e.block_compared_requests,
+        recent_stable_errors=keep_recent * e.recent_stable_errors + e.block_stable_errors,
+        recent_stable_requests=keep_recent * e.recent_stable_requests + e.block_stable_requests,
+        # The reference rate learns the whole block: a candidate that fails more for good
+        # (not in a burst) stops being damped within a few blocks, even if stable never fails.
+        rate_errors=keep_rate * e.rate_errors + e.block_errors,
         rate_requests=keep_rate * e.rate_requests + e.block_requests,
         damped_blocks=e.damped_blocks + (burst.eta < 1.0),
     )
@@ -174,7 +186,7 @@ def _close_block(e: ErrorEvidence, stable_rate: float) -> ErrorEvidence:
 @dataclass(frozen=True, slots=True)
 class Burst:
     eta: float  # the exponent of the block's likelihood ratios: 1, or less in a burst
-    cap: float  # the most candidate errors the block may teach the estimates
+    cap: float  # the most candidate errors the block may teach the plug-ins
 
 
 def _burst(e: ErrorEvidence, stable_rate: float) -> Burst:
@@ -217,7 +229,15 @@ def leading(e: ErrorEvidence, stable_rate: float) -> str:
 
 def recent_ratio(e: ErrorEvidence) -> float | None:
     """The candidate's recent errors over what stable's rate would give; None without data."""
-    return e.recent_errors / e.recent_expected if e.recent_expected > 0 else None
+    expected = _recent_expected(e)
+    return e.recent_errors / expected if expected > 0 else None
+
+
+def _recent_expected(e: ErrorEvidence) -> float:
+    """The candidate's recent errors had it failed at stable's recent rate."""
+    if e.recent_stable_requests <= 0:
+        return 0.0
+    return e.recent_requests * e.recent_stable_errors / e.recent_stable_requests
 
 
 def _share(c: Counts, ratio: float) -> float:
@@ -231,10 +251,10 @@ def _bet(e: ErrorEvidence, comp: Component, bound: float) -> float | None:
     if comp.ratio is not None:
         return comp.ratio * bound
     prior = comp.prior_expected
-    estimate = (comp.prior_ratio * prior + e.recent_errors) / (prior + e.recent_expected)
+    estimate = (comp.prior_ratio * prior + e.recent_errors) / (prior + _recent_expected(e))
     if not math.isfinite(estimate) or estimate < comp.dead_zone * bound:
         return None
-    return min(estimate, MAX_RATIO)
+    return min(estimate, MAX_RATIO * bound)
 
 
 def _log_lr(e: ErrorEvidence, comp: Component, bound: float, c: Counts) -> float:
