@@ -43,15 +43,17 @@ independent errors stands as it is; that it also holds false rollbacks down unde
 bursts is measured, not proven (BENCHMARKS.md, rollout statistics). A regression
 that lasts is not damped for long: the recent rate learns it within a few blocks.
 The outage component is not damped: a burst that fails more than half of a
-variant's requests is an outage, and is rolled back as one.
+variant's requests is an outage, and is rolled back as one; nor is a block in which
+the candidate fails nine in ten of at least ten requests.
 
-    >>> failing = Counts(candidate_requests=10, candidate_errors=10, stable_requests=990,
-    ...                  stable_errors=10)
-    >>> e = observe(ErrorEvidence(), 0.1, failing, seconds=10.0, stable_rate=0.01)
-    >>> evalue(e, 0.01) < 20  # one interval could be a burst
+    >>> def interval(failed):  # 10 candidate requests, 990 to stable with 10 errors
+    ...     return Counts(10, failed, 990, 10)
+    >>> burst = observe(ErrorEvidence(), 0.1, interval(4), seconds=10.0, stable_rate=0.01)
+    >>> evalue(burst, 0.01) < 60  # four of ten failed: it could be a burst
     True
-    >>> evalue(observe(e, 0.1, failing, seconds=10.0, stable_rate=0.01), 0.01) > 60
-    True
+    >>> outage = observe(ErrorEvidence(), 0.1, interval(10), seconds=10.0, stable_rate=0.01)
+    >>> evalue(outage, 0.01) > 60, leading(outage, 0.01)  # ten of ten: it is not
+    (True, 'gross 100x')
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ BURST_Z = 3.0
 BURST_SLACK = 1.0  # a single error is never a burst; a second in the same block may be
 RATE_PRIOR_REQUESTS = 50.0  # before its history, the candidate is expected at 2x stable's rate
 OUTAGE_SHARE = 0.5
+# A block in which the candidate fails nearly every one of at least this many requests is
+# an outage, not a burst: it is not damped.
+OUTAGE_BLOCK_SHARE = 0.9
+OUTAGE_BLOCK_REQUESTS = 10
 OUTAGE_ALTERNATIVE = 0.999
 MAX_RATIO = 5.0  # times the threshold ratio: beyond, the gross bets speak
 
@@ -198,6 +204,10 @@ def _burst(e: ErrorEvidence, stable_rate: float) -> Burst:
     excess = e.block_errors - mean
     allowed = BURST_Z**2 * mean * (1 - rate) + BURST_SLACK
     eta = 1.0 if excess * excess <= allowed else allowed / (excess * excess)
+    if e.block_requests >= OUTAGE_BLOCK_REQUESTS and e.block_errors >= (
+        OUTAGE_BLOCK_SHARE * e.block_requests
+    ):
+        eta = 1.0  # an outage, not a burst: nothing is damped
     return Burst(eta, mean + math.sqrt(allowed))
 
 
