@@ -105,7 +105,9 @@ def render_rollout(r: dict) -> str:
     if r["reason"]:
         lines.append(f"why: {r['reason']}")
     if r["checks"]:
-        rows = [("CHECK", "STATUS", "CANDIDATE", "STABLE", "THRESHOLD", "SAMPLES", "REASON")]
+        rows = [
+            ("CHECK", "STATUS", "CANDIDATE", "STABLE", "THRESHOLD", "SAMPLES", "EVIDENCE", "REASON")
+        ]
         rows += [
             (
                 c["name"],
@@ -114,12 +116,20 @@ def render_rollout(r: dict) -> str:
                 _num(c["stable"]),
                 _num(c["threshold"]),
                 f"{c['candidate_samples']:.0f}/{c['stable_samples']:.0f}",
-                c["reason"],
+                _evidence(c),
+                c["reason"] + (f" [{c['test']}]" if c.get("test") else ""),
             )
             for c in r["checks"]
         ]
         lines += ["", _table(rows)]
     return "\n".join(lines)
+
+
+def _evidence(check: dict) -> str:
+    """The e-value against the level at which the check fails: '12/60'."""
+    if check.get("evidence") is None or check.get("evidence_needed") is None:
+        return "-"
+    return f"{check['evidence']:.3g}/{check['evidence_needed']:.3g}"
 
 
 def render_status(data: dict) -> str:

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rollout.api import rollout_view
-from rollout.cli import EXIT_USAGE, main
+from rollout.cli import EXIT_USAGE, main, render_rollout
 from rollout.machine import start
 from rollout.plan import MAX_PLAN_BYTES, MAX_STEPS, RolloutPlan
 from rollout.record import Rollout
@@ -176,3 +176,18 @@ def test_any_plan_file_is_sent_valid_or_refused_with_exit_2(content: str | bytes
     assert code in (0, EXIT_USAGE)
     assert len(api.sent) == (code == 0)
     assert "Traceback" not in err
+
+
+def test_get_shows_each_checks_evidence_against_its_level_and_the_test_that_fired() -> None:
+    check = {
+        "name": "error-rate", "status": "fail", "reason": "candidate worse", "candidate": 0.5,
+        "stable": 0.01, "threshold": 0.1, "candidate_samples": 12.0, "stable_samples": 900.0,
+        "evidence": 179.2, "evidence_needed": 60.0, "test": "outage",
+    }  # fmt: skip
+    shown = render_rollout({
+        "route": "support", "rollout_id": "r1", "attempt": 1, "phase": "rolled_back",
+        "stable": {"name": "base"}, "candidate": {"name": "v2"}, "weight_percent": 0.0,
+        "shadow_sample": 0.0, "steps": [], "step": 0, "reason": "", "checks": [check],
+    })  # fmt: skip
+    assert "179/60" in shown
+    assert "candidate worse [outage]" in shown
