@@ -58,10 +58,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from rollout import error_evidence
+from rollout import error_evidence, tail_evidence
 from rollout.error_evidence import Counts, ErrorEvidence
-from rollout.evalues import TailEvidence, satisfaction_evalue, tail_evalue, tail_observed
+from rollout.evalues import satisfaction_evalue
 from rollout.plan import Check, Metric, RolloutPlan
+from rollout.tail_evidence import REFERENCE_TAIL_ANSWERS, TailEvidence, tail_evalue, tail_levels
 from rollout.tenants import Capped, capped
 from rollout.traffic import FULL_WEIGHT_BP
 from rollout.windows import Histogram, VariantWindow, Window
@@ -180,7 +181,10 @@ def accumulate(
                 seconds=max(interval.end - interval.start, 0.0), stable_rate=_rate(attempt.stable),
             )  # fmt: skip
         elif check.metric in _HISTOGRAM:
-            tails[check.name] = _tail(tails.get(check.name), check, step, interval)
+            tails[check.name] = tail_evidence.observe(
+                tails.get(check.name), tail_levels(check.tail_quantile), check.threshold,
+                _histogram(step.stable, check.metric), _histogram(interval.candidate, check.metric),
+            )  # fmt: skip
     if reviews is not None:
         evidence = replace(
             evidence,
@@ -207,41 +211,6 @@ _HISTOGRAM = {
     Metric.TIME_TO_FIRST_TOKEN_P95: "ttft",
     Metric.TIME_PER_OUTPUT_TOKEN_P95: "time_per_token",
 }
-
-
-# Stable's quantile is the limit's reference only once stable has this many answers
-# above it in the step: fewer, and the limit is noise. (The check waits for its own
-# quantile's reference; the level further out may come later.)
-REFERENCE_TAIL_ANSWERS = 5
-
-
-def tail_levels(quantile: float) -> tuple[float, ...]:
-    """The check's quantile and one further out, where a fifth as many answers lie.
-
-    >>> tail_levels(0.95)
-    (0.95, 0.99)
-    """
-    return tuple(round(1 - (1 - quantile) / k, 6) for k in (1, 5))
-
-
-def _tail(
-    acc: tuple[TailEvidence, ...] | None, check: Check, step: Window, interval: Window
-) -> tuple[TailEvidence, ...]:
-    levels = tail_levels(check.tail_quantile)
-    acc = acc if acc is not None and len(acc) == len(levels) else (TailEvidence(),) * len(levels)
-    stable = _histogram(step.stable, check.metric)
-    candidate = _histogram(interval.candidate, check.metric)
-    if candidate.total <= 0:
-        return acc
-    out = []
-    for level, seen in zip(levels, acc, strict=True):
-        reference = stable.quantile(level)
-        if reference is None or stable.total * (1 - level) < REFERENCE_TAIL_ANSWERS:
-            out.append(seen)
-            continue
-        above = candidate.count_above((1.0 + check.threshold) * reference)
-        out.append(tail_observed(seen, 1 - level, above, candidate.total))
-    return tuple(out)
 
 
 # --- judging --------------------------------------------------------------------------------

@@ -1,72 +1,27 @@
-"""E-values: the evidence each statistical check keeps, and what it is worth.
+"""E-values of satisfaction, and the cap every e-value keeps.
 
-Pure functions of counts. Each is a likelihood-ratio mixture over a grid of
-alternatives (equally weighted), a (super)martingale while the candidate is
-within its threshold, so that by Ville's inequality it reaches 1/alpha during a
-rollout with probability at most alpha, however often it is looked at.
+An e-value is a (super)martingale while the candidate is within its threshold,
+so that by Ville's inequality it reaches 1/alpha during a rollout with
+probability at most alpha, however often it is looked at. The error rate's is
+in `error_evidence.py`, the latencies' in `tail_evidence.py`.
 
-    >>> tail = tail_observed(TailEvidence(), 0.05, hits=5, trials=100)  # 5% above: the null
-    >>> round(tail_evalue(tail), 2)
-    0.19
-    >>> tail_evalue(tail_observed(tail, 0.05, hits=30, trials=100)) > 1000  # then 30% above
+    >>> from rollout.windows import VariantWindow, Window
+    >>> def scores(mean):
+    ...     return VariantWindow(feedback_count=400, feedback_sum=400 * mean)
+    >>> satisfaction_evalue(5, Window(scores(0.8), scores(0.8), 0, 1))  # equal: no evidence
+    1.0
+    >>> satisfaction_evalue(5, Window(scores(0.8), scores(0.6), 0, 1)) > 60  # 20 points less
     True
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from rollout.windows import VariantWindow, Window
 
-TAIL_PRIOR_HITS = 10.0
-TAIL_DEAD_ZONE = 1.2
-MAX_TAIL_SHARE = 0.999
 SATISFACTION_MIXTURE_SD = 0.10  # mSPRT prior scale, in score units (10 points)
 MAX_LOG_EVIDENCE = 700.0  # e-values are capped below float overflow (and JSON's reach)
-
-
-@dataclass(frozen=True, slots=True)
-class TailEvidence:
-    """Candidate answers above stable's limit (`hits`) out of `trials`, and the log evidence
-    of a bet on the share above, placed each interval on the share seen before it."""
-
-    hits: float = 0.0
-    trials: float = 0.0
-    log_bet: float = 0.0
-
-
-def _mixture(log_lrs: tuple[float, ...]) -> float:
-    top = max(log_lrs)
-    if top > MAX_LOG_EVIDENCE:
-        return math.exp(MAX_LOG_EVIDENCE)
-    return sum(math.exp(x) for x in log_lrs) / len(log_lrs)
-
-
-def tail_observed(
-    seen: TailEvidence, null_share: float, hits: float, trials: float
-) -> TailEvidence:
-    """Fold in one interval: `hits` of its `trials` above the limit.
-
-    The share bet on comes from earlier intervals only (with a prior of twice the null
-    share, worth `TAIL_PRIOR_HITS`), so the product of the bets is a supermartingale
-    while at most `null_share` of the answers are above; a share within
-    `TAIL_DEAD_ZONE` of the null is not bet on. A bet tuned by the data costs less than
-    a mixture's spread over alternatives it does not need.
-    """
-    prior_trials = TAIL_PRIOR_HITS / (2 * null_share)
-    share = min((seen.hits + TAIL_PRIOR_HITS) / (seen.trials + prior_trials), MAX_TAIL_SHARE)
-    log_bet = seen.log_bet
-    if share >= TAIL_DEAD_ZONE * null_share and trials > 0:
-        log_bet += hits * math.log(share / null_share) + (trials - hits) * math.log(
-            (1 - share) / (1 - null_share)
-        )
-    return TailEvidence(seen.hits + hits, seen.trials + trials, log_bet)
-
-
-def tail_evalue(tail: TailEvidence) -> float:
-    """Evidence that more of the candidate's answers are above the limit than the null share."""
-    return math.exp(min(tail.log_bet, MAX_LOG_EVIDENCE))
 
 
 def _mean_and_variance(v: VariantWindow) -> tuple[float, float]:

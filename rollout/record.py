@@ -105,7 +105,7 @@ def event_to_json(event: AuditEvent) -> bytes:
 def non_finite(value: object, path: str = "") -> str | None:
     """The dotted path of the first float in `value` that is inf or nan; None if none is.
 
-    >>> non_finite({"tails": (TailEvidence(hits=1.0), TailEvidence(trials=math.inf))})
+    >>> non_finite({"tails": ({"hits": 1.0}, {"trials": math.inf})})
     'tails.1.trials'
     """
     if isinstance(value, float):

@@ -8,13 +8,16 @@ their expected counts, so that a figure measures the method, not a seed.
 
 from __future__ import annotations
 
+import doctest
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from itertools import cycle, islice
+from types import ModuleType
 
 import numpy as np
 import pytest
 
+from rollout import error_evidence, evalues, tail_evidence
 from rollout.error_evidence import (
     BLOCK_S,
     COMPONENTS,
@@ -223,3 +226,8 @@ def test_an_intervals_own_errors_do_not_move_the_ratio_bet_on_in_it(name: str) -
     assert step > 0
     for errors in (5, 20, 50):
         assert log_lr(errors) - log_lr(0) == pytest.approx(errors * step)
+
+
+@pytest.mark.parametrize("module", [error_evidence, tail_evidence, evalues])
+def test_the_examples_in_the_evidence_modules_hold(module: ModuleType) -> None:
+    assert doctest.testmod(module).failed == 0

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from rollout.analysis import CheckResult, Evidence, Status, Verdict
 from rollout.error_evidence import COMPONENTS, ErrorEvidence
 from rollout.errors import Unstorable
-from rollout.evalues import TailEvidence
 from rollout.machine import Hold, Phase, start
 from rollout.plan import (
     LATENCY_METRICS,
@@ -32,6 +31,7 @@ from rollout.plan import (
     WeightStep,
 )
 from rollout.record import Rollout
+from rollout.tail_evidence import TailEvidence
 from rollout.traffic import Variant
 from rollout.windows import Histogram, VariantWindow, Window
 from tests.rollout.conftest import Store

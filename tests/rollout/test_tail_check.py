@@ -7,8 +7,9 @@ from dataclasses import replace
 import pytest
 from pydantic import ValidationError
 
-from rollout.analysis import CheckResult, Status, judge, tail_levels
+from rollout.analysis import CheckResult, Status, judge
 from rollout.plan import Check, Metric
+from rollout.tail_evidence import tail_levels
 from rollout.windows import Histogram
 from tests.rollout.test_analysis import BOUNDS, LATENCY, RUNNING, feed, make_plan, only, variant
 
