@@ -131,6 +131,7 @@ class ErrorEvidence:
     rate_requests: float = 0.0
     last_share: float = 0.0  # of the candidate's requests that failed, in its last interval
     damped_blocks: int = 0  # blocks damped as bursts, shown with the verdict
+    last_block_damped: bool = False
 
 
 def observe(
@@ -181,11 +182,15 @@ def _close_block(e: ErrorEvidence, stable_rate: float) -> ErrorEvidence:
         recent_requests=keep_recent * e.recent_requests + e.block_compared_requests,
         recent_stable_errors=keep_recent * e.recent_stable_errors + e.block_stable_errors,
         recent_stable_requests=keep_recent * e.recent_stable_requests + e.block_stable_requests,
-        # The reference rate learns the whole block: a candidate that fails more for good
-        # (not in a burst) stops being damped within a few blocks, even if stable never fails.
-        rate_errors=keep_rate * e.rate_errors + e.block_errors,
+        # A burst teaches the damping's reference only its allowance: a burst split over two
+        # blocks is damped in both. A second damped block in a row teaches it all: a
+        # candidate that fails more for good stops being damped in its third minute, even
+        # against a stable that never fails.
+        rate_errors=keep_rate * e.rate_errors
+        + (e.block_errors if e.last_block_damped else min(e.block_errors, burst.cap)),
         rate_requests=keep_rate * e.rate_requests + e.block_requests,
         damped_blocks=e.damped_blocks + (burst.eta < 1.0),
+        last_block_damped=burst.eta < 1.0,
     )
 
 
