@@ -55,18 +55,19 @@ MIN_PROMOTED = 0.98  # and not left waiting either
 MIN_WORSE_ROLLED_BACK = 0.95  # 2x errors, 1.5x latency
 MIN_GROSS_CAUGHT = 0.99  # a candidate failing every request, within GROSS_REQUESTS of them
 MIN_TAIL_10_CAUGHT = 0.95  # the slowest 10% 1.5x slower
+MIN_TAIL_2_CAUGHT = 0.90  # the slowest 2% 3x slower: a p99 regression
 MAX_BETTER_ROLLED_BACK = 0.0
 MAX_MEDIAN_OVER_BOUND = 0.7  # candidate requests to detection, over the fixed-sample bound
 
 # Where it does not (yet), the closest it achieves, asserted so that it does not slip back;
 # the targets, the figures and why some cannot be met are in BENCHMARKS.md.
-MAX_INDEPENDENT_BURST_FALSE_ROLLBACKS = 0.05  # target 0.01; 2-4.5% measured on 200 each
-MAX_INDEPENDENT_BURST_FALSE_ROLLBACKS_EACH = 0.10  # of 100 rollouts
+MAX_INDEPENDENT_BURST_FALSE_ROLLBACKS = 0.07  # target 0.01; 2.4-6.8% measured on 500 each
+MAX_INDEPENDENT_BURST_FALSE_ROLLBACKS_EACH = 0.15  # of 100 rollouts (6.8% + 3 sd)
 MAX_MEDIAN_20X = {"errors-20x-5rps": 35, "errors-20x-50rps": 70}  # target 20 (impossible at
 # 50 rps together with the burst target: BENCHMARKS.md)
-MAX_ONSET_GAP = 0.22  # target 0.10; 12-17 points measured
-MIN_TAIL_2_CAUGHT = 0.78  # the slowest 2% 3x slower; target 0.90, 84.5% measured
-MAX_P95_OVER_BOUND = 2.0  # target 1.25, below the oracle SPRT's own 1.26-1.40
+MAX_ONSET_GAP = 0.25  # target 0.10; 10-16 points measured on 500 (+-4 on 250)
+MAX_P95_OVER_BOUND = 2.2  # target 1.25, below the oracle SPRT's own 1.26-1.40; 1.70-1.76
+# measured on 500 (the 95th percentile of 200 moves by about 10%)
 
 
 def simulated(names: list[str], rollouts: int, seed: int) -> list[Row]:
