@@ -275,11 +275,13 @@ def _decide(
     unit: str,
     test: str | None = None,
     looks_worse: bool = True,
+    wait: str | None = None,
 ) -> CheckResult:
     """The shared rule: fail on confidence, pass on enough samples and weak evidence, else wait.
 
     `looks_worse`: whether the latest data still points the way the evidence does; evidence
-    past halfway holds a pass back only while it does.
+    past halfway holds a pass back only while it does. `wait`: why the check may not pass
+    yet whatever its evidence (its evidence is being damped).
     """
     step = _step(ctx)
     n_c, n_s = _samples(check.metric, step.candidate), _samples(check.metric, step.stable)
@@ -299,6 +301,8 @@ def _decide(
     if min(n_c, n_s) < minimum:
         reason = f"waiting for samples: {n_c:.0f} candidate, {n_s:.0f} stable of {minimum} each"
         return CheckResult(check.name, check.metric, Status.INCONCLUSIVE, reason, **figures)
+    if wait is not None:
+        return CheckResult(check.name, check.metric, Status.INCONCLUSIVE, wait, **figures)
     if evidence >= math.sqrt(ctx.needed) and looks_worse:
         reason = f"looks worse than {_threshold(check)} ({unit}), not yet with confidence"
         return CheckResult(check.name, check.metric, Status.INCONCLUSIVE, reason, **figures)
@@ -337,9 +341,13 @@ def _error_rate(check: Check, ctx: _Context) -> CheckResult:
     # The evidence never decays while the candidate is healthy (the plug-in bets stop): what
     # the step shows decides whether evidence past halfway still holds a pass back.
     worse = rate_c is None or rate_s is None or rate_c > (1 + check.threshold) * rate_s
+    # Damped evidence is evidence not yet heard: a burst that lasts is a regression.
+    wait = None
+    if error_evidence.bursting(errors, stable_rate):
+        wait = "a burst of the candidate's errors in the last minutes: waiting to see if it lasts"
     return _decide(
         check, ctx, evidence=evidence, values=(rate_c, rate_s), unit="error rate",
-        test=test, looks_worse=worse,
+        test=test, looks_worse=worse, wait=wait,
     )  # fmt: skip
 
 

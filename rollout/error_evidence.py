@@ -216,6 +216,11 @@ def _burst(e: ErrorEvidence, stable_rate: float) -> Burst:
     return Burst(eta, mean + math.sqrt(allowed))
 
 
+def bursting(e: ErrorEvidence, stable_rate: float) -> bool:
+    """Whether the last minute or the open block held a burst: evidence damped, not absent."""
+    return e.last_block_damped or _burst(e, stable_rate).eta < 1.0
+
+
 def _damped(logs: tuple[float, ...], eta: float) -> tuple[float, ...]:
     return tuple(
         x * eta if x > 0 and i != _OUTAGE else x for i, x in enumerate(logs)

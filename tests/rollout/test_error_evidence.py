@@ -23,6 +23,7 @@ from rollout.error_evidence import (
     COMPONENTS,
     Counts,
     ErrorEvidence,
+    bursting,
     evalue,
     leading,
     observe,
@@ -231,3 +232,12 @@ def test_an_intervals_own_errors_do_not_move_the_ratio_bet_on_in_it(name: str) -
 @pytest.mark.parametrize("module", [error_evidence, tail_evidence, evalues])
 def test_the_examples_in_the_evidence_modules_hold(module: ModuleType) -> None:
     assert doctest.testmod(module).failed == 0
+
+
+def test_a_check_whose_evidence_is_being_damped_does_not_pass() -> None:
+    """Damped evidence is evidence not yet heard: the step waits to see if the burst lasts."""
+    healthy = after([HEALTHY] * 2 * BLOCK)
+    assert not bursting(healthy, STABLE_RATE)
+    assert bursting(after([BURST] * 2, healthy), STABLE_RATE)
+    calm_again = after([HEALTHY] * 2 * BLOCK, after([BURST] * BLOCK, healthy))
+    assert not bursting(calm_again, STABLE_RATE)

@@ -16,14 +16,7 @@ import pytest
 from loadtests.standin import Faults, create_standin
 from serving.corpus import BRAND_VOICE
 from tests.processes import GatewayProcess, metric_sum
-from tests.rollout.test_rollout_e2e import (  # noqa: F401 (fixtures, found by their names)
-    CPU_LORA_CHECKS,
-    gateway_port,
-    plan,
-    prometheus,
-    start_gateway,
-    wait_for,
-)
+from tests.rollout.e2e import CPU_LORA_CHECKS, plan, wait_for
 from tests.servers import serving
 from tests.users import Users
 
@@ -46,7 +39,7 @@ def candidate_requests(gateway: GatewayProcess) -> float:
 
 
 def test_a_candidate_failing_every_request_is_rolled_back_within_20_of_them(
-    start_gateway,  # noqa: F811 (the imported fixture, requested by name)
+    start_gateway,
     vllm_server,
 ) -> None:
     faults = Faults(error_rate=1.0, upstream=vllm_server.config.base_url)

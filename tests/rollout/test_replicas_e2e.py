@@ -22,7 +22,7 @@ from tests.gateway.test_proxy import eventually
 from tests.processes import SECRET, GatewayProcess, metric_sum
 from tests.prometheus_server import prometheus_server
 from tests.redis_server import redis_server
-from tests.rollout.test_rollout_e2e import plan, variants, wait_for
+from tests.rollout.e2e import plan, variants, wait_for
 from tests.users import Users
 
 pytestmark = pytest.mark.vllm

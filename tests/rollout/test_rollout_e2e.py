@@ -20,103 +20,18 @@ from serving.corpus import BRAND_VOICE, UNSAFE
 from serving.process import free_port
 from tests.processes import SECRET, GatewayProcess, metric_sum
 from tests.prometheus_server import prometheus_server
+from tests.rollout.e2e import CPU_LORA_CHECKS, EVALUATION_S, TENANTS, plan, variants, wait_for
 from tests.servers import serving
 from tests.users import Users
 
 pytestmark = pytest.mark.vllm
 
-EVALUATION_S = 2.0  # two scrapes per window
-TENANTS = ("acme", "globex", "initech")
 ROUTED_WITHIN_S = 3.0
-# On the CPU build a LoRA adapter costs measurably more per token than the base, and more
-# so when the machine is loaded (CI): the healthy adapter's p95 may exceed base's by more
-# than 20%, a real regression the default plan rightly refuses. These plans allow it.
-CPU_LORA_CHECKS = [
-    {"name": "error-rate", "metric": "error_rate", "threshold": 0.10},
-    {"name": "latency-p95", "metric": "latency_p95", "threshold": 1.0},
-    {"name": "satisfaction", "metric": "satisfaction", "threshold": 5},
-    {"name": "safety", "metric": "safety"},
-]
 
 
 def brand_rubric(variant: str, text: str) -> float:
     """Users prefer answers in the brand voice."""
     return 1.0 if BRAND_VOICE.shows(text) else 0.7
-
-
-@pytest.fixture(scope="module")
-def gateway_port() -> int:
-    return free_port()
-
-
-@pytest.fixture(scope="module")
-def prometheus(gateway_port: int, tmp_path_factory) -> Iterator[str]:
-    with prometheus_server(
-        [f"http://127.0.0.1:{gateway_port}"], tmp_path_factory.mktemp("prom")
-    ) as url:
-        yield url
-
-
-@pytest.fixture
-def start_gateway(vllm_server, prometheus, gateway_port, tmp_path) -> Iterator[Callable]:
-    started: list[GatewayProcess] = []
-
-    def start(
-        route: str,
-        *,
-        port: int = gateway_port,
-        prometheus_url: str = prometheus,
-        backends: dict[str, str] | None = None,
-        **env: str,
-    ) -> GatewayProcess:
-        urls = {"vllm": vllm_server.config.base_url, **(backends or {})}
-        routes = {
-            "backends": {name: {"url": url} for name, url in urls.items()},
-            "routes": [{"name": route, "stable": {"backend": "vllm", "model": "tiny-llama",
-                                                  "name": "base"}}],
-        }  # fmt: skip
-        settings = {
-            "ROLLGATE_STATE": str(tmp_path / "state.db"),
-            "ROLLGATE_PROMETHEUS_URL": prometheus_url,
-            "ROLLGATE_CONTROLLER_TICK_S": "0.5",
-            **env,
-        }
-        gateway = GatewayProcess(routes, tmp_path, settings, port=port).start()
-        started.append(gateway)
-        # Users of three tenants: one tenant's scores may not decide a rollout alone.
-        gateway.keys = [gateway.create_key(tenant) for tenant in TENANTS]
-        return gateway
-
-    yield start
-    for gateway in started:
-        gateway.stop()
-
-
-def plan(route: str, adapter: str, backend: str = "vllm", **overrides) -> dict:
-    quick = {"min_duration_s": 6, "min_requests": 5}
-    return {
-        "route": route,
-        "candidate": {"name": adapter, "backend": backend, "model": adapter},
-        "steps": [
-            {"kind": "shadow", **quick},
-            *({"kind": "weight", "percent": p, **quick} for p in (5, 10, 25, 50, 100)),
-        ],
-        "checks": CPU_LORA_CHECKS,
-        "min_samples": 10,
-        "evaluation_interval_s": EVALUATION_S,
-        "inconclusive_limit_s": 240,
-        **overrides,
-    }
-
-
-def wait_for(admin: httpx.Client, route: str, done: Callable[[dict], bool], timeout: float):
-    deadline = time.monotonic() + timeout
-    while True:
-        rollout = admin.get(f"/admin/rollouts/{route}").json()
-        if done(rollout):
-            return rollout
-        assert time.monotonic() < deadline, f"timed out; rollout is {rollout}"
-        time.sleep(0.5)
 
 
 @contextmanager
@@ -263,18 +178,6 @@ def test_a_killed_gateway_restarts_at_the_same_step_weight_and_cohorts(start_gat
     assert after["rollout_id"] == rollout["rollout_id"]
     for field in ("rollout_id", "step", "step_label", "weight_percent", "phase", "attempt"):
         assert after[field] == before[field]
-
-
-def variants(gateway: GatewayProcess, route: str, users: list[str]) -> dict[str, str]:
-    body = {"model": route, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
-    auth = {"authorization": f"Bearer {gateway.keys[0]}"}
-    with httpx.Client(base_url=gateway.url, timeout=60, headers=auth) as http:
-        return {
-            user: http.post(
-                "/v1/chat/completions", json=body, headers={"x-rollgate-key": user}
-            ).headers["x-rollgate-variant"]
-            for user in users
-        }
 
 
 @pytest.mark.parametrize(

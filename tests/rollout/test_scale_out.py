@@ -25,7 +25,7 @@ from tests.conftest import VLLM_START_TIMEOUT, serving_config
 from tests.processes import ADMIN_TOKEN, GatewayProcess, metric_sum
 from tests.prometheus_server import prometheus_server
 from tests.redis_server import redis_server
-from tests.rollout.test_rollout_e2e import CPU_LORA_CHECKS, wait_for
+from tests.rollout.e2e import CPU_LORA_CHECKS, wait_for
 from tests.users import Users
 
 pytestmark = pytest.mark.vllm
