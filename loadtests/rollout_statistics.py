@@ -33,7 +33,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from loadtests.traffic_patterns import INTERVAL_S, SCENARIOS, RolloutTraffic, Scenario, as_percent
-from rollout.analysis import Evidence, Exposure, accumulate, judge
+from rollout.analysis import Exposure, judge
+from rollout.evidence import Evidence, accumulate
 from rollout.machine import Phase, decide, start, weight_bp
 from rollout.plan import RolloutPlan
 from rollout.traffic import FULL_WEIGHT_BP

@@ -1,6 +1,6 @@
 """Checks → verdict: is the candidate worse than stable, by more than the plan allows?
 
-Pure: the controller measures (I/O), this module only accumulates and assesses.
+Pure: the controller measures (I/O), `rollout/evidence.py` accumulates, this module judges.
 
 Two kinds of evidence, kept apart on purpose:
 
@@ -55,17 +55,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from rollout import error_evidence, tail_evidence
-from rollout.error_evidence import Counts, ErrorEvidence
+from rollout import error_evidence
+from rollout.error_evidence import ErrorEvidence
 from rollout.evalues import satisfaction_evalue
+from rollout.evidence import Evidence, error_rate_of, histogram_of
 from rollout.plan import Check, Metric, RolloutPlan
-from rollout.tail_evidence import REFERENCE_TAIL_ANSWERS, TailEvidence, tail_evalue, tail_levels
+from rollout.tail_evidence import (
+    REFERENCE_TAIL_ANSWERS,
+    TailEvidence,
+    has_reference,
+    tail_evalue,
+    tail_levels,
+)
 from rollout.tenants import Capped, capped
 from rollout.traffic import FULL_WEIGHT_BP
-from rollout.windows import Histogram, VariantWindow, Window
+from rollout.windows import VariantWindow, Window
 
 STATISTICAL = frozenset({
     Metric.ERROR_RATE,
@@ -140,80 +147,6 @@ class Verdict:
                 for c in plan.checks
             )
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Evidence:
-    """What a rollout attempt has seen so far; stored with the rollout, so it survives restarts."""
-
-    attempt: Window | None = None  # since the attempt started: every step
-    step: Window | None = None  # since the current step started
-    # By check name. (Earlier versions kept `error_log_lr` and `tails`: a rollout stored
-    # by them starts these afresh, which only forgets evidence.)
-    error_rates: Mapping[str, ErrorEvidence] = field(default_factory=dict)
-    tail_levels: Mapping[str, tuple[TailEvidence, ...]] = field(default_factory=dict)
-    # Blind reviews' scores of shadow pairs (as feedback), in shadow steps only.
-    reviews: Window | None = None  # since the attempt started
-    step_reviews: Window | None = None  # since the current step started
-
-    def next_step(self) -> Evidence:
-        return replace(self, step=None, step_reviews=None)
-
-
-def _add(total: Window | None, interval: Window) -> Window:
-    return interval if total is None else total + interval
-
-
-# --- accumulating one interval --------------------------------------------------------------
-
-
-def accumulate(
-    evidence: Evidence, plan: RolloutPlan, interval: Window, reviews: Window | None = None
-) -> Evidence:
-    """Fold one evaluation interval, and in shadow its blind reviews, into the evidence."""
-    step = _add(evidence.step, interval)
-    attempt = _add(evidence.attempt, interval)
-    tails, errors = dict(evidence.tail_levels), dict(evidence.error_rates)
-    for check in plan.checks:
-        if check.metric is Metric.ERROR_RATE:
-            errors[check.name] = error_evidence.observe(
-                errors.get(check.name, ErrorEvidence()), check.threshold, _counts(interval),
-                seconds=max(interval.end - interval.start, 0.0), stable_rate=_rate(attempt.stable),
-            )  # fmt: skip
-        elif check.metric in _HISTOGRAM:
-            tails[check.name] = tail_evidence.observe(
-                tails.get(check.name), tail_levels(check.tail_quantile), check.threshold,
-                _histogram(step.stable, check.metric), _histogram(interval.candidate, check.metric),
-            )  # fmt: skip
-    if reviews is not None:
-        evidence = replace(
-            evidence,
-            reviews=_add(evidence.reviews, reviews),
-            step_reviews=_add(evidence.step_reviews, reviews),
-        )
-    return replace(evidence, attempt=attempt, step=step, error_rates=errors, tail_levels=tails)
-
-
-def _counts(w: Window) -> Counts:
-    return Counts(w.candidate.requests, w.candidate.errors, w.stable.requests, w.stable.errors)
-
-
-def _rate(v: VariantWindow) -> float:
-    return v.errors / v.requests if v.requests > 0 else 0.0
-
-
-def _histogram(v: VariantWindow, metric: Metric) -> Histogram:
-    return getattr(v, _HISTOGRAM[metric])
-
-
-_HISTOGRAM = {
-    Metric.LATENCY_P95: "latency",
-    Metric.TIME_TO_FIRST_TOKEN_P95: "ttft",
-    Metric.TIME_PER_OUTPUT_TOKEN_P95: "time_per_token",
-}
-
-
-# --- judging --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +254,7 @@ def _samples(metric: Metric, v: VariantWindow) -> float:
         return v.requests
     if metric is Metric.SATISFACTION:
         return v.feedback_count
-    return _histogram(v, metric).total
+    return histogram_of(v, metric).total
 
 
 def _step(ctx: _Context) -> Window:
@@ -333,9 +266,9 @@ def _error_rate(check: Check, ctx: _Context) -> CheckResult:
     rate_c = w.candidate.errors / w.candidate.requests if w.candidate.requests else None
     rate_s = w.stable.errors / w.stable.requests if w.stable.requests else None
     errors = ctx.evidence.error_rates.get(check.name, ErrorEvidence())
-    stable_rate = _rate(ctx.evidence.attempt.stable) if ctx.evidence.attempt else 0.0
-    evidence = error_evidence.evalue(errors, stable_rate)
-    test = error_evidence.leading(errors, stable_rate)
+    stable_rate = error_rate_of(ctx.evidence.attempt.stable) if ctx.evidence.attempt else 0.0
+    found = error_evidence.assess(errors, stable_rate)
+    test = found.leading
     if errors.damped_blocks:
         test += f"; {errors.damped_blocks} burst block(s) damped"
     # The evidence never decays while the candidate is healthy (the plug-in bets stop): what
@@ -343,10 +276,10 @@ def _error_rate(check: Check, ctx: _Context) -> CheckResult:
     worse = rate_c is None or rate_s is None or rate_c > (1 + check.threshold) * rate_s
     # Damped evidence is evidence not yet heard: a burst that lasts is a regression.
     wait = None
-    if error_evidence.bursting(errors, stable_rate):
+    if found.bursting:
         wait = "a burst of the candidate's errors in the last minutes: waiting to see if it lasts"
     return _decide(
-        check, ctx, evidence=evidence, values=(rate_c, rate_s), unit="error rate",
+        check, ctx, evidence=found.evalue, values=(rate_c, rate_s), unit="error rate",
         test=test, looks_worse=worse, wait=wait,
     )  # fmt: skip
 
@@ -354,18 +287,25 @@ def _error_rate(check: Check, ctx: _Context) -> CheckResult:
 def _tail_check(check: Check, ctx: _Context) -> CheckResult:
     w = _step(ctx)
     q = check.tail_quantile
-    h_c, h_s = _histogram(w.candidate, check.metric), _histogram(w.stable, check.metric)
+    h_c, h_s = histogram_of(w.candidate, check.metric), histogram_of(w.stable, check.metric)
     levels = tail_levels(q)
     seen = ctx.evidence.tail_levels.get(check.name, (TailEvidence(),) * len(levels))
     per_level = [tail_evalue(t) for t in seen]
     top = max(range(len(levels)), key=per_level.__getitem__)
-    if seen[0].trials <= 0:  # no reference yet: no evidence either way, so no pass
-        needed = math.ceil(REFERENCE_TAIL_ANSWERS / (1 - q))
+    if seen[0].trials <= 0:  # nothing judged yet: no evidence either way, so no pass
+        if has_reference(h_s, q) and h_c.total <= 0:
+            why = "waiting for the candidate's answers"
+        elif has_reference(h_s, q):
+            why = f"stable's p{100 * q:g} is a reference now: judging from the next interval"
+        else:
+            needed = math.ceil(REFERENCE_TAIL_ANSWERS / (1 - q))
+            why = (
+                f"waiting for stable's p{100 * q:g}: {h_s.total:.0f} stable answers in the "
+                f"step, {needed} make a reference"
+            )
         return CheckResult(
-            check.name, check.metric, Status.INCONCLUSIVE,
-            f"waiting for stable's p{100 * q:g}: {h_s.total:.0f} stable answers in the step, "
-            f"{needed} make a reference",
-            threshold=check.threshold, candidate_samples=h_c.total, stable_samples=h_s.total,
+            check.name, check.metric, Status.INCONCLUSIVE, why, threshold=check.threshold,
+            candidate_samples=h_c.total, stable_samples=h_s.total,
         )  # fmt: skip
     return _decide(
         check, ctx,

@@ -19,8 +19,9 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
-from rollout.analysis import Exposure, Verdict, accumulate, judge
+from rollout.analysis import Exposure, Verdict, judge
 from rollout.errors import Conflict, StoreError, Unstorable
+from rollout.evidence import accumulate
 from rollout.fleet import NO_FLEET, Fleet
 from rollout.machine import decide, weight_bp
 from rollout.plan import Metric, ShadowStep

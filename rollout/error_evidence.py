@@ -1,7 +1,7 @@
 """The error-rate check's evidence: an e-process that is quick on gross failures, hears a
 regression that starts late, and is not fooled by bursts of errors.
 
-Pure: `observe` folds one evaluation interval in, `evalue` reads the evidence.
+Pure: `observe` folds one evaluation interval in, `assess` reads the evidence.
 
 Every interval is compared the same way: given the errors both variants made in
 it, how many are the candidate's is binomial, with a share fixed by the two
@@ -49,10 +49,11 @@ the candidate fails nine in ten of at least ten requests.
     >>> def interval(failed):  # 10 candidate requests, 990 to stable with 10 errors
     ...     return Counts(10, failed, 990, 10)
     >>> burst = observe(ErrorEvidence(), 0.1, interval(4), seconds=10.0, stable_rate=0.01)
-    >>> evalue(burst, 0.01) < 60  # four of ten failed: it could be a burst
+    >>> assess(burst, 0.01).evalue < 60  # four of ten failed: it could be a burst
     True
     >>> outage = observe(ErrorEvidence(), 0.1, interval(10), seconds=10.0, stable_rate=0.01)
-    >>> evalue(outage, 0.01) > 60, leading(outage, 0.01)  # ten of ten: it is not
+    >>> found = assess(outage, 0.01)
+    >>> found.evalue > 60, found.leading  # ten of ten: it is not
     (True, 'gross 100x')
 """
 
@@ -216,35 +217,31 @@ def _burst(e: ErrorEvidence, stable_rate: float) -> Burst:
     return Burst(eta, mean + math.sqrt(allowed))
 
 
-def bursting(e: ErrorEvidence, stable_rate: float) -> bool:
-    """Whether the last minute or the open block held a burst: evidence damped, not absent."""
-    return e.last_block_damped or _burst(e, stable_rate).eta < 1.0
-
-
 def _damped(logs: tuple[float, ...], eta: float) -> tuple[float, ...]:
     return tuple(
         x * eta if x > 0 and i != _OUTAGE else x for i, x in enumerate(logs)
     )  # fmt: skip
 
 
-def log_evidence(e: ErrorEvidence, stable_rate: float) -> tuple[float, ...]:
-    """Each component's log evidence, the open block damped as if it closed now."""
-    open_block = _damped(e.block, _burst(e, stable_rate).eta)
-    return tuple(a + b for a, b in zip(e.closed, open_block, strict=True))
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """The evidence as a check reads it."""
+
+    evalue: float
+    leading: str  # the component holding the most evidence: the test that fires, for the audit
+    bursting: bool  # the last or the open block held a burst: evidence damped, not absent
 
 
-def evalue(e: ErrorEvidence, stable_rate: float) -> float:
-    logs = log_evidence(e, stable_rate)
-    return sum(
-        c.weight * math.exp(min(x, MAX_LOG_EVIDENCE)) for c, x in zip(COMPONENTS, logs, strict=True)
+def assess(e: ErrorEvidence, stable_rate: float) -> Assessment:
+    """Read once per judgement: the open block damped as if it closed now."""
+    eta = _burst(e, stable_rate).eta
+    logs = tuple(a + b for a, b in zip(e.closed, _damped(e.block, eta), strict=True))
+    pairs = list(zip(COMPONENTS, logs, strict=True))
+    return Assessment(
+        evalue=sum(c.weight * math.exp(min(x, MAX_LOG_EVIDENCE)) for c, x in pairs),
+        leading=max(pairs, key=lambda p: math.log(p[0].weight) + p[1])[0].name,
+        bursting=e.last_block_damped or eta < 1.0,
     )
-
-
-def leading(e: ErrorEvidence, stable_rate: float) -> str:
-    """The component holding the most evidence: the test that fires, for the audit log."""
-    logs = log_evidence(e, stable_rate)
-    best = max(range(len(COMPONENTS)), key=lambda i: math.log(COMPONENTS[i].weight) + logs[i])
-    return COMPONENTS[best].name
 
 
 def recent_ratio(e: ErrorEvidence) -> float | None:

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pydantic import BaseModel, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
-from rollout.analysis import Evidence, Verdict
+from rollout.analysis import Verdict
 from rollout.errors import Unstorable
+from rollout.evidence import Evidence
 from rollout.machine import AuditEvent, Phase, RolloutStatus, shadow_sample, weight_bp
 from rollout.plan import RolloutPlan
 from rollout.traffic import RouteTraffic, TrafficPlan, Variant

@@ -69,6 +69,12 @@ def tail_evalue(tail: TailEvidence) -> float:
 REFERENCE_TAIL_ANSWERS = 5
 
 
+def has_reference(stable: Histogram, level: float) -> bool:
+    return stable.quantile(level) is not None and (
+        stable.total * (1 - level) >= REFERENCE_TAIL_ANSWERS
+    )
+
+
 def tail_levels(quantile: float) -> tuple[float, ...]:
     """The check's quantile and one further out, where a fifth as many answers lie.
 
@@ -94,7 +100,7 @@ def observe(
     out = []
     for level, tail in zip(levels, seen, strict=True):
         reference = stable.quantile(level)
-        if reference is None or stable.total * (1 - level) < REFERENCE_TAIL_ANSWERS:
+        if reference is None or not has_reference(stable, level):
             out.append(tail)
             continue
         above = candidate.count_above((1.0 + threshold) * reference)

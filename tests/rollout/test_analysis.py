@@ -6,15 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from rollout.analysis import (
-    Evidence,
-    Exposure,
-    Status,
-    Verdict,
-    accumulate,
-    judge,
-)
+from rollout.analysis import Exposure, Status, Verdict, judge
 from rollout.evalues import satisfaction_evalue
+from rollout.evidence import Evidence, accumulate
 from rollout.plan import Check, Metric, RolloutPlan
 from rollout.windows import Histogram, VariantWindow, Window
 

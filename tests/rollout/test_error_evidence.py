@@ -23,9 +23,7 @@ from rollout.error_evidence import (
     COMPONENTS,
     Counts,
     ErrorEvidence,
-    bursting,
-    evalue,
-    leading,
+    assess,
     observe,
     recent_ratio,
 )
@@ -51,7 +49,7 @@ def after(counts: Iterable[Counts], e: ErrorEvidence | None = None) -> ErrorEvid
 
 
 def value(e: ErrorEvidence) -> float:
-    return evalue(e, STABLE_RATE)
+    return assess(e, STABLE_RATE).evalue
 
 
 def crossing(states: Iterable[ErrorEvidence]) -> tuple[int, ErrorEvidence]:
@@ -114,7 +112,7 @@ def test_a_candidate_failing_every_request_is_decided_by_undamped_evidence(name:
     """A burst never fails nine in ten requests: neither that block nor the outage bet is
     damped."""
     _, e = crossing(fold(failing_every_request(*GROSS[name])))
-    assert leading(e, STABLE_RATE) in {"outage", "gross 100x"}
+    assert assess(e, STABLE_RATE).leading in {"outage", "gross 100x"}
     assert e.damped_blocks == 0
 
 
@@ -128,7 +126,7 @@ def test_a_candidate_failing_half_its_requests_fails_in_its_third_minute_where_s
     for _ in range(3 * BLOCK):
         half = Counts(candidate, candidate / 2, stable, 0.0)
         e = observe(e, THRESHOLD, half, seconds=INTERVAL_S, stable_rate=0.0)
-    assert evalue(e, 0.0) >= FAIL_LEVEL
+    assert assess(e, 0.0).evalue >= FAIL_LEVEL
 
 
 @pytest.mark.parametrize("intervals", [1, BLOCK, 2 * BLOCK])
@@ -237,7 +235,7 @@ def test_the_examples_in_the_evidence_modules_hold(module: ModuleType) -> None:
 def test_a_check_whose_evidence_is_being_damped_does_not_pass() -> None:
     """Damped evidence is evidence not yet heard: the step waits to see if the burst lasts."""
     healthy = after([HEALTHY] * 2 * BLOCK)
-    assert not bursting(healthy, STABLE_RATE)
-    assert bursting(after([BURST] * 2, healthy), STABLE_RATE)
+    assert not assess(healthy, STABLE_RATE).bursting
+    assert assess(after([BURST] * 2, healthy), STABLE_RATE).bursting
     calm_again = after([HEALTHY] * 2 * BLOCK, after([BURST] * BLOCK, healthy))
-    assert not bursting(calm_again, STABLE_RATE)
+    assert not assess(calm_again, STABLE_RATE).bursting

@@ -14,11 +14,12 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
-from rollout.analysis import CheckResult, Evidence, Status, Verdict
+from rollout.analysis import CheckResult, Status, Verdict
 from rollout.control_plane import ControlPlane
 from rollout.controller import Controller, TrafficSync
 from rollout.error_evidence import ErrorEvidence
 from rollout.errors import RolloutUnreadable, Unstorable
+from rollout.evidence import Evidence
 from rollout.machine import Command, CommandKind, EventKind, Phase
 from rollout.plan import Metric
 from rollout.service import RolloutService, Topology

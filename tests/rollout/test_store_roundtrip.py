@@ -10,9 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rollout.analysis import CheckResult, Evidence, Status, Verdict
+from rollout.analysis import CheckResult, Status, Verdict
 from rollout.error_evidence import COMPONENTS, ErrorEvidence
 from rollout.errors import Unstorable
+from rollout.evidence import Evidence
 from rollout.machine import Hold, Phase, start
 from rollout.plan import (
     LATENCY_METRICS,

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from rollout.analysis import CheckResult, Status, judge
 from rollout.plan import Check, Metric
 from rollout.tail_evidence import tail_levels
-from rollout.windows import Histogram
+from rollout.windows import Histogram, VariantWindow
 from tests.rollout.test_analysis import BOUNDS, LATENCY, RUNNING, feed, make_plan, only, variant
 
 P99 = Check(name="latency", metric=Metric.LATENCY_P95, threshold=0.2, quantile=0.99)
@@ -86,3 +86,20 @@ def test_a_quantile_off_a_latency_check_or_out_of_range_is_refused(
 ) -> None:
     with pytest.raises(ValidationError, match=field):
         Check(name="c", metric=metric, threshold=0.1, quantile=quantile)
+
+
+@pytest.mark.parametrize(
+    ("stable", "candidate", "why"),
+    [
+        (variant(10), variant(100), "waiting for stable's p95: 10 stable answers"),
+        (variant(1000), variant(0), "waiting for the candidate's answers"),
+    ],
+    ids=["no-reference", "no-candidate-answers"],
+)
+def test_a_tail_check_without_evidence_says_what_it_waits_for(
+    stable: VariantWindow, candidate: VariantWindow, why: str
+) -> None:
+    plan = make_plan(LATENCY, min_samples=10)
+    result = only(judge(plan, feed(plan, stable, candidate), RUNNING))
+    assert result.status is Status.INCONCLUSIVE
+    assert why in result.reason

@@ -9,7 +9,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from rollout.analysis import Evidence, Exposure, Status, accumulate, judge
+from rollout.analysis import Exposure, Status, judge
+from rollout.evidence import Evidence, accumulate
 from rollout.machine import start
 from rollout.plan import Check, Metric, RolloutPlan
 from rollout.record import Rollout
